@@ -1,0 +1,229 @@
+"""Test helpers: real daemons as subprocesses, a real NOTIFY_SOCKET, waiting on conditions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
+    """Poll until `predicate()` is truthy; its last value, or AssertionError on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s: {predicate}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+class NotifySocket:
+    """A real systemd notify socket: records what a daemon sends."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = str(folder / f"notify-{os.getpid()}-{time.monotonic_ns()}.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
+        self.messages: list[str] = []
+
+    def poll(self) -> list[str]:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except (TimeoutError, BlockingIOError):
+                return self.messages
+            for line in data.decode().splitlines():
+                self.messages.append(line)
+
+    def has(self, text: str) -> bool:
+        return any(m == text or m.startswith(text) for m in self.poll())
+
+    def wait_for(self, text: str, timeout_s: float = 20.0) -> None:
+        wait_until(lambda: self.has(text), timeout_s)
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class Daemon:
+    """`zaggd producer|collector -c FILE` as a subprocess, ready when it says READY=1."""
+
+    def __init__(self, kind: str, config: Path, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.kind = kind
+        self.config = config
+        self.workdir = workdir
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.notify: NotifySocket | None = None
+        self.log_path = workdir / f"{kind}-{config.stem}.log"
+        self.starts = 0
+
+    def start(self, wait_ready: bool = True, timeout_s: float = 30.0) -> Daemon:
+        if self.notify is not None:
+            self.notify.close()
+        self.notify = NotifySocket(self.workdir)
+        env = dict(os.environ)
+        env.pop("JOURNAL_STREAM", None)
+        env["NOTIFY_SOCKET"] = self.notify.path
+        env["PYTHONPATH"] = str(REPO)
+        env.update(self.extra_env)
+        self.starts += 1
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        log.write(f"--- start {self.starts}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "zaggd", self.kind, "-c", str(self.config), "--log-level", "debug"],
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=str(self.workdir),
+        )
+        log.close()
+        if wait_ready:
+            deadline = time.monotonic() + timeout_s
+            while not self.notify.has("READY=1"):
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"{self.kind} exited {self.proc.returncode}:\n{self.output()[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{self.kind} not ready in {timeout_s} s:\n{self.output()[-3000:]}")
+                time.sleep(0.02)
+        return self
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill(self) -> None:
+        """kill -9."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                raise AssertionError(f"{self.kind} did not stop in {timeout_s} s") from None
+        if self.notify is not None:
+            self.notify.close()
+            self.notify = None
+        return self.proc.returncode
+
+    def status(self) -> dict[str, Any]:
+        from zaggd.control import query
+
+        with open(self.config) as f:
+            state_dir = yaml.safe_load(f)["state_dir"]
+        return query(os.path.join(self.config.parent, state_dir, "control.sock"))
+
+
+def producer_config(
+    folder: Path,
+    node: str,
+    sources: list[dict[str, Any]],
+    publish: dict[str, Any],
+    **extra: Any,
+) -> Path:
+    data: dict[str, Any] = {
+        "node": node,
+        "state_dir": str(folder / f"state-{node}"),
+        "publish": publish,
+        "sources": sources,
+        "rescan_interval": "1s",
+        "state_interval": "200ms",
+    }
+    data.update(extra)
+    return write_yaml(folder / f"producer-{node}.yaml", data)
+
+
+def collector_config(
+    folder: Path,
+    name: str,
+    subscribe: dict[str, Any],
+    output: dict[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    data: dict[str, Any] = {
+        "state_dir": str(folder / f"state-{name}"),
+        "subscribe": subscribe,
+        "output": output or {"path": str(folder / f"out-{name}" / "{topic}" / "{node}-{source}.log")},
+    }
+    data.update(extra)
+    return write_yaml(folder / f"collector-{name}.yaml", data)
+
+
+def append_lines(path: Path, lines: list[bytes]) -> None:
+    with open(path, "ab") as f:
+        f.write(b"".join(lines))
+
+
+def numbered_lines(prefix: str, start: int, count: int, width: int = 100) -> list[bytes]:
+    """Lines like `PREFIX 000123 xxxx...\\n`, each `width` bytes long with its newline."""
+    out = []
+    for i in range(start, start + count):
+        head = f"{prefix} {i:07d} "
+        out.append((head + "x" * max(0, width - len(head) - 1) + "\n").encode())
+    return out
+
+
+def read_output_lines(folder: Path) -> list[bytes]:
+    lines: list[bytes] = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            lines += path.read_bytes().splitlines(keepends=True)
+    return lines
+
+
+def stop_all(*daemons: Daemon) -> None:
+    for d in daemons:
+        try:
+            d.stop()
+        except AssertionError:
+            d.kill()

@@ -1,0 +1,253 @@
+"""zaggd's units under a real systemd: notify, reload, watchdog, journald.
+
+In the booted Debian 12 with the .deb installed, a producer watches
+/var/log/app/*.log and publishes on tcp://127.0.0.1:7450 (replay 7451); a
+collector subscribes to everything and writes under /var/log/zaggd/. Both
+run as the packaged services, as the zaggd user, sandboxed as shipped.
+The tests run in file order and build on one another.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.system import nspawn
+from tests.system.conftest import is_installed
+
+pytestmark = pytest.mark.system
+
+NODE = "sys-node"
+PRODUCER = "zaggd-producer.service"
+COLLECTOR = "zaggd-collector.service"
+START_TIMEOUT_S = 60
+ARRIVAL_TIMEOUT_S = 30
+
+PRODUCER_YAML = f"""\
+node: {NODE}
+state_dir: /var/lib/zaggd/producer
+publish:
+  bind: ["tcp://127.0.0.1:7450"]
+  replay: "tcp://127.0.0.1:7451"
+sources:
+  - name: app
+    topic: app
+    paths: ["/var/log/app/*.log"]
+    start_at: beginning
+"""
+
+SECOND_SOURCE_YAML = """\
+  - name: extra
+    topic: extra
+    paths: ["/var/log/app2/*.log"]
+    start_at: beginning
+"""
+
+COLLECTOR_YAML = """\
+state_dir: /var/lib/zaggd/collector
+subscribe:
+  connect: ["tcp://127.0.0.1:7450"]
+  topics: [""]
+output:
+  path: "/var/log/zaggd/{topic}/{node}.log"
+  format: raw
+"""
+
+WATCHDOG_DROPIN = """\
+[Service]
+WatchdogSec=3s
+# A stopped process cannot act on SIGABRT: let systemd SIGKILL it soon.
+TimeoutAbortSec=3s
+"""
+
+
+def show(c: nspawn.Container, unit: str, *props: str) -> dict[str, str]:
+    out = c.run(["systemctl", "show", unit, *(f"-p{p}" for p in props)]).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def output_lines(c: nspawn.Container, topic: str) -> list[str]:
+    path = c.root / f"var/log/zaggd/{topic}/{NODE}.log"
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def append_lines(c: nspawn.Container, path: str, lines: list[str]) -> None:
+    # Written from the host into the live tree, as an application would.
+    with open(c.root / path.lstrip("/"), "a") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+
+
+def wait_for_lines(c: nspawn.Container, topic: str, expected: list[str]) -> None:
+    arrived = nspawn.wait_until(
+        lambda: output_lines(c, topic) == expected, timeout_s=ARRIVAL_TIMEOUT_S
+    )
+    got = output_lines(c, topic)
+    assert arrived, (
+        f"{topic}: {len(got)} of {len(expected)} lines after {ARRIVAL_TIMEOUT_S} s "
+        f"(last: {got[-3:]})\n{journal_text(c)}"
+    )
+
+
+def journal_text(c: nspawn.Container) -> str:
+    return c.run(f"journalctl -b --no-pager -n 60 -u {PRODUCER} -u {COLLECTOR}", check=False).stdout
+
+
+def journal_entries(c: nspawn.Container, unit: str, *args: str) -> list[dict[str, object]]:
+    out = c.run(["journalctl", "-b", "--no-pager", "-o", "json", "-u", unit, *args]).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def daemon_lines(c: nspawn.Container, unit: str) -> list[dict[str, object]]:
+    """Journal entries the daemon wrote to stderr (not systemd's own)."""
+    return [e for e in journal_entries(c, unit) if e.get("_TRANSPORT") == "stdout"]
+
+
+@pytest.fixture(scope="module")
+def services(container: nspawn.Container, deb: Path) -> Iterator[nspawn.Container]:
+    c = container
+    if not is_installed(c):
+        c.install_deb(deb)
+    c.run("install -d -o root -g adm -m 0750 /var/log/app /var/log/app2")
+    c.write_file("/etc/zaggd/producer.yaml", PRODUCER_YAML)
+    c.write_file("/etc/zaggd/collector.yaml", COLLECTOR_YAML)
+    c.run(["zaggd", "check-config", "/etc/zaggd/producer.yaml"])
+    c.run(["zaggd", "check-config", "/etc/zaggd/collector.yaml"])
+    yield c
+    c.run(f"systemctl stop {PRODUCER} {COLLECTOR}", check=False, timeout_s=90)
+
+
+def test_services_start_as_notify_and_reach_active(services: nspawn.Container) -> None:
+    c = services
+    # Type=notify: start returns only after READY=1.
+    c.run(f"systemctl start {COLLECTOR} {PRODUCER}", timeout_s=START_TIMEOUT_S)
+    for unit in (COLLECTOR, PRODUCER):
+        props = show(c, unit, "ActiveState", "SubState", "Type", "User", "StatusText")
+        assert props["ActiveState"] == "active", f"{unit}: {props}\n{journal_text(c)}"
+        assert props["Type"] == "notify"
+        assert props["User"] == "zaggd"
+        assert props["StatusText"], f"{unit} sent no STATUS="
+    owner = c.run("stat -c %U /var/lib/zaggd/producer /var/log/zaggd").stdout.split()
+    assert owner == ["zaggd", "zaggd"]
+
+
+def test_appended_lines_arrive_at_the_collector(services: nspawn.Container) -> None:
+    c = services
+    lines = [f"app line {i} {'x' * (i % 50)}" for i in range(500)]
+    append_lines(c, "/var/log/app/a.log", lines[:200])
+    append_lines(c, "/var/log/app/a.log", lines[200:])
+    wait_for_lines(c, "app", lines)
+
+
+def test_reload_applies_a_new_source(services: nspawn.Container) -> None:
+    c = services
+    pid_before = show(c, PRODUCER, "MainPID")["MainPID"]
+    c.write_file("/etc/zaggd/producer.yaml", PRODUCER_YAML + SECOND_SOURCE_YAML)
+    c.run(f"systemctl reload {PRODUCER}", timeout_s=START_TIMEOUT_S)
+    assert nspawn.wait_until(
+        lambda: show(c, PRODUCER, "ActiveState")["ActiveState"] == "active", timeout_s=30
+    )
+    lines = [f"extra line {i}" for i in range(100)]
+    append_lines(c, "/var/log/app2/b.log", lines)
+    wait_for_lines(c, "extra", lines)
+    assert show(c, PRODUCER, "MainPID")["MainPID"] == pid_before, "reload restarted the producer"
+
+
+def test_bad_config_on_reload_logs_an_error_and_keeps_running(
+    services: nspawn.Container,
+) -> None:
+    """An error line (<3> on stderr) lands in the journal with PRIORITY=3."""
+    c = services
+    pid = show(c, PRODUCER, "MainPID")["MainPID"]
+    good = (c.root / "etc/zaggd/producer.yaml").read_text()
+    c.write_file("/etc/zaggd/producer.yaml", good.replace("paths: [", "paths: 7 #["))
+    try:
+        c.run(f"systemctl reload {PRODUCER}", timeout_s=START_TIMEOUT_S)
+
+        def error_logged() -> bool:
+            return any(
+                e.get("PRIORITY") == "3" and "producer.yaml" in str(e.get("MESSAGE"))
+                for e in daemon_lines(c, PRODUCER)
+            )
+
+        assert nspawn.wait_until(error_logged, timeout_s=15), journal_text(c)
+        assert show(c, PRODUCER, "ActiveState", "MainPID") == {
+            "ActiveState": "active",
+            "MainPID": pid,
+        }
+    finally:
+        c.write_file("/etc/zaggd/producer.yaml", good)
+        c.run(f"systemctl reload {PRODUCER}", timeout_s=START_TIMEOUT_S)
+    # The running config was kept: lines still flow.
+    lines = [f"after bad reload {i}" for i in range(10)]
+    append_lines(c, "/var/log/app/a.log", lines)
+    wait_for_lines(c, "app", output_lines(c, "app") + lines)
+
+
+def test_unreadable_file_is_a_warning_in_the_journal(services: nspawn.Container) -> None:
+    """A warning line (<4> on stderr) lands with PRIORITY=4, naming the file."""
+    c = services
+    c.run("umask 077 && echo secret > /var/log/app/secret.log")
+
+    def warned() -> bool:
+        return any(
+            e.get("PRIORITY") == "4" and "secret.log" in str(e.get("MESSAGE"))
+            for e in daemon_lines(c, PRODUCER)
+        )
+
+    assert nspawn.wait_until(warned, timeout_s=30), journal_text(c)
+
+
+def test_daemon_lines_carry_no_raw_priority_prefix(services: nspawn.Container) -> None:
+    c = services
+    for unit in (PRODUCER, COLLECTOR):
+        lines = daemon_lines(c, unit)
+        assert lines, f"{unit} logged nothing\n{journal_text(c)}"
+        raw = [e["MESSAGE"] for e in lines if str(e.get("MESSAGE", "")).startswith("<")]
+        assert not raw, raw
+        assert {e.get("PRIORITY") for e in lines} >= {"6"}, "no info lines"
+
+
+def test_watchdog_kills_a_stopped_producer_and_systemd_restarts_it(
+    services: nspawn.Container,
+) -> None:
+    c = services
+    c.write_file("/etc/systemd/system/zaggd-producer.service.d/watchdog.conf", WATCHDOG_DROPIN)
+    c.run("systemctl daemon-reload")
+    c.run(f"systemctl restart {PRODUCER}", timeout_s=START_TIMEOUT_S)
+    before = show(c, PRODUCER, "MainPID", "NRestarts", "WatchdogUSec")
+    assert before["WatchdogUSec"] == "3s"
+    since = c.run("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+
+    c.run(["kill", "-STOP", before["MainPID"]])
+    results: set[str] = set()
+
+    def restarted() -> bool:
+        now = show(c, PRODUCER, "MainPID", "NRestarts", "ActiveState", "Result")
+        results.add(now["Result"])
+        return (
+            int(now["NRestarts"]) > int(before["NRestarts"])
+            and now["MainPID"] not in ("0", before["MainPID"])
+            and now["ActiveState"] == "active"
+        )
+
+    assert nspawn.wait_until(restarted, timeout_s=40, interval_s=0.1), journal_text(c)
+
+    # systemd's own account, at warning level or above, in the unit's journal.
+    warnings = c.run(
+        ["journalctl", "--no-pager", "-u", PRODUCER, "-p", "warning", "--since", since]
+    ).stdout
+    assert "Watchdog timeout" in warnings, warnings
+    assert "Failed with result 'watchdog'" in warnings, warnings
+    assert "watchdog" in results, f"Result= seen while restarting: {results}"
+
+    # The restarted producer still delivers.
+    lines = [f"after watchdog {i}" for i in range(20)]
+    expected = output_lines(c, "app") + lines
+    append_lines(c, "/var/log/app/a.log", lines)
+    wait_for_lines(c, "app", expected)

@@ -1,0 +1,62 @@
+"""Sequencer: per stream, the next expected offset, and what each block is to it.
+
+Offsets are the sequence numbers. A block that starts at the expected offset
+comes next; one that ends at or before it is a duplicate; one that straddles
+it overlaps and is trimmed (when its bytes are the file's bytes, so the cut
+point is known); one that starts later follows a gap, which a replay fills.
+No threads, no sockets: tests call this directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Verdict(Enum):
+    NEXT = "next"
+    DUPLICATE = "duplicate"
+    OVERLAP = "overlap"
+    GAP = "gap"
+
+
+def judge(expected: int, start: int, end: int, exact: bool) -> Verdict:
+    """What the block [start, end) is to a stream expecting `expected`.
+
+    `exact` says the block holds the file's own bytes (len == end - start),
+    so an overlap can be trimmed; an inexact overlap is treated as a gap and
+    repaired by replay from `expected`.
+    """
+    if start == expected and end > start:
+        return Verdict.NEXT
+    if end <= expected:
+        return Verdict.DUPLICATE
+    if start < expected:
+        return Verdict.OVERLAP if exact else Verdict.GAP
+    return Verdict.GAP
+
+
+def trim(payload: bytes, start: int, expected: int) -> tuple[bytes, int]:
+    """The part of an exact overlapping block from `expected` on, and its line count."""
+    rest = payload[expected - start :]
+    return rest, rest.count(b"\n")
+
+
+@dataclass(slots=True)
+class StreamState:
+    node: str
+    stream: str
+    topic: bytes
+    source: str
+    path: str
+    expected: int
+    known_end: int = 0  # the furthest end a block or heartbeat told of
+    replay_until: int = 0  # end of the range last asked for
+    replay_asked_at: float = 0.0
+    last_heard: float = 0.0
+
+    def has_gap(self) -> bool:
+        return self.known_end > self.expected
+
+    def key(self) -> str:
+        return f"{self.node}/{self.stream}"

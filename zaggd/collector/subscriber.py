@@ -1,0 +1,543 @@
+"""SubscriberThread: owns the SUB socket and the replay sockets; validates,
+sequences and writes every block, asks for replays, writes checkpoints.
+
+Every frame is checked by wire.decode; a bad one is dropped and counted, and
+only its first occurrence is logged. Blocks in order go straight to the
+writer on this thread (no hand-off on the hot path). A block after a gap is
+dropped and the gap is filled by a replay from the expected offset, asked of
+the producer over the replay channel, a window at a time so that memory
+stays bounded; the producer's heartbeats reveal a lost tail.
+
+When the disk is full the thread stops reading its sockets (ZeroMQ's queues
+fill, TCP pushes back, producers pause) and retries the held block once a
+second, resuming by itself when space returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from zaggd import wire
+from zaggd.collector.checkpoint import Checkpoint, CheckpointState
+from zaggd.collector.sequencer import StreamState, Verdict, judge, trim
+from zaggd.collector.writer import Writer, describe_files, is_disk_full
+from zaggd.config import CollectorConfig, FsyncPolicy, StartAt
+from zaggd.endpoints import apply_pgm, attach, is_multicast, limit_incoming
+from zaggd.errors import ProtocolError, ZaggdError
+from zaggd.metrics import Counters
+from zaggd.service import Worker
+
+log = logging.getLogger(__name__)
+
+REPLAY_WINDOW_BYTES = 8 * 1048576
+REPLAY_TIMEOUT_S = 10.0
+MAX_REPLAYS_IN_FLIGHT = 8
+MAINTENANCE_INTERVAL_S = 0.1
+RETRY_INTERVAL_S = 1.0
+BATCH_MESSAGES = 256
+
+
+@dataclass(slots=True)
+class NodeState:
+    name: str
+    instance: str = ""
+    replay: str = ""  # the producer's advertised replay endpoint
+    routing_id: bytes = b""  # its DEALER's id on our ROUTER, when we bind
+    known: bool = False  # heard from before this run, or a heartbeat seen in it
+    streams: int = 0
+
+
+class SubscriberThread(Worker):
+    def __init__(
+        self,
+        context: zmq.Context,  # type: ignore[type-arg]
+        config: CollectorConfig,
+        counters: Counters,
+        checkpoint: Checkpoint,
+        restored: CheckpointState | None,
+        writer: Writer,
+        on_crash: Callable[[str], None],
+        rotation: Any = None,
+    ) -> None:
+        super().__init__("zaggd-subscriber", on_crash)
+        self.context = context
+        self.config = config
+        self.counters = counters
+        self.checkpoint = checkpoint
+        self.writer = writer
+        self.rotation = rotation
+        self.started = __import__("threading").Event()
+        self.error: Exception | None = None
+        self.bound: list[str] = []
+        self.streams: dict[tuple[str, str], StreamState] = {}
+        self.nodes: dict[str, NodeState] = {}
+        self.gapped: set[tuple[str, str]] = set()
+        self.topics = tuple(t.encode("utf-8") for t in config.subscribe.topics)
+        self._dealers: dict[str, zmq.Socket] = {}  # type: ignore[type-arg]
+        self._router: zmq.Socket | None = None  # type: ignore[type-arg]
+        self._sub: zmq.Socket | None = None  # type: ignore[type-arg]
+        self._poller = zmq.Poller()
+        self._logged_bad: set[str] = set()
+        self._held: tuple[wire.Message, bool] | None = None
+        self._blocked_until = 0.0
+        self._write_error_logged = False
+        self._next_checkpoint = 0.0
+        self._gap_logged: dict[tuple[str, str], float] = {}
+        self.calls: list[Callable[[], None]] = []
+        self.snapshot: dict[str, Any] = {}
+        if restored is not None:
+            self._restore(restored)
+
+    # -- start ---------------------------------------------------------------
+
+    def _restore(self, state: CheckpointState) -> None:
+        for key, (expected, topic, source, path) in state.streams.items():
+            node, sid = key.split("/", 1)
+            self.streams[(node, sid)] = StreamState(
+                node, sid, str(topic).encode("utf-8"), str(source), str(path), int(expected), int(expected)
+            )
+        for name in state.nodes:
+            self.nodes[name] = NodeState(name, known=True)
+        for st in self.streams.values():
+            if st.node in self.nodes:
+                self.nodes[st.node].streams += 1
+
+    def work(self) -> None:
+        try:
+            self._open_sockets()
+        except Exception as exc:
+            self.error = exc
+            self._close_sockets()
+            self.started.set()
+            return
+        self.started.set()
+        try:
+            self._loop()
+        finally:
+            try:
+                self.write_checkpoint()
+            except (OSError, ZaggdError) as exc:
+                log.error("cannot write the final checkpoint: %s", exc)
+            self._close_sockets()
+
+    def _open_sockets(self) -> None:
+        cfg = self.config.subscribe
+        sub = self.context.socket(zmq.SUB)
+        self._sub = sub
+        sub.setsockopt(zmq.RCVHWM, cfg.receive_hwm)
+        sub.setsockopt(zmq.LINGER, 0)
+        limit_incoming(sub)
+        if any(is_multicast(e) for e in (*cfg.bind, *cfg.connect)):
+            apply_pgm(sub, cfg.pgm)
+        if cfg.curve is not None:
+            from zaggd.security import apply_curve
+
+            apply_curve(sub, cfg.curve, cfg.bind != ())
+        sub.setsockopt(zmq.SUBSCRIBE, wire.CONTROL_TOPIC)
+        for topic in self.topics:
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self.bound = attach(sub, cfg.bind, cfg.connect)
+        self._poller.register(sub, zmq.POLLIN)
+        if cfg.bind and cfg.replay:
+            router = self.context.socket(zmq.ROUTER)
+            self._router = router
+            router.setsockopt(zmq.LINGER, 0)
+            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            limit_incoming(router)
+            if cfg.curve is not None:
+                from zaggd.security import apply_curve
+
+                apply_curve(router, cfg.curve, True)
+            self.bound += attach(router, (cfg.replay,), ())
+            self._poller.register(router, zmq.POLLIN)
+
+    def _close_sockets(self) -> None:
+        for sock in [self._sub, self._router, *self._dealers.values()]:
+            if sock is not None:
+                sock.close(linger=0)
+        self._dealers.clear()
+
+    # -- main loop -----------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_maintenance = 0.0
+        while not self.stop_event.is_set():
+            self.tick()
+            while self.calls:
+                self.calls.pop(0)()
+            now = time.monotonic()
+            if self._held is not None:
+                if now < self._blocked_until:
+                    time.sleep(min(0.2, self._blocked_until - now))
+                    continue
+                msg, from_replay = self._held
+                self._held = None
+                if not self._handle(msg, from_replay):
+                    continue
+                self._resume_after_error()
+            timeout_ms = max(0, int((next_maintenance - now) * 1000))
+            for sock, _ in self._poller.poll(min(timeout_ms, 100)):
+                self._receive(sock)
+                if self._held is not None:
+                    break
+            now = time.monotonic()
+            if now >= next_maintenance:
+                self._ask_replays(now)
+                next_maintenance = now + MAINTENANCE_INTERVAL_S
+            if self._held is None:
+                self._maybe_checkpoint(now)
+
+    def _receive(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
+        is_router = sock is self._router
+        from_replay = sock is not self._sub
+        for _ in range(BATCH_MESSAGES):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            routing_id = b""
+            if is_router:
+                routing_id, frames = frames[0], frames[1:]
+            try:
+                msg = wire.decode(frames)
+            except ProtocolError as exc:
+                self._drop("malformed message", str(exc))
+                continue
+            if isinstance(msg, wire.Hello):
+                if is_router:
+                    self._hello(msg, routing_id)
+                continue
+            if not self._handle(msg, from_replay):
+                return
+
+    def _handle(self, msg: wire.Message, from_replay: bool) -> bool:
+        """Handle one message; False when it is held for a retry (disk full)."""
+        try:
+            if isinstance(msg, wire.Data):
+                self._data(msg, from_replay)
+            elif isinstance(msg, wire.Heartbeat):
+                if not from_replay:
+                    self._heartbeat(msg)
+            elif isinstance(msg, wire.Gone):
+                if from_replay:
+                    self._gone(msg)
+            else:
+                self._drop("unexpected message kind", type(msg).__name__)
+        except OSError as exc:
+            self._hold(msg, from_replay, exc)
+            return False
+        return True
+
+    # -- data ----------------------------------------------------------------
+
+    def _stream_for(self, node_name: str, sid: str, topic: bytes, source: str, path: str, start: int) -> StreamState | None:
+        key = (node_name, sid)
+        st = self.streams.get(key)
+        if st is not None:
+            return st
+        node = self._node(node_name)
+        if node is None:
+            return None
+        if node.streams >= self.config.subscribe.max_streams_per_node:
+            self._drop("too many streams", f"node {node_name} has {node.streams}")
+            return None
+        expected = 0
+        if self.config.subscribe.start_at is StartAt.END and not node.known:
+            expected = start
+        st = StreamState(node_name, sid, topic, source, path, expected, expected)
+        self.streams[key] = st
+        node.streams += 1
+        log.info("stream new: node %s stream %s %s (topic %s) from offset %d", node_name, sid, path, topic.decode(), expected)
+        return st
+
+    def _node(self, name: str) -> NodeState | None:
+        node = self.nodes.get(name)
+        if node is None:
+            if len(self.nodes) >= self.config.subscribe.max_nodes:
+                self._drop("too many nodes", f"node {name} refused")
+                return None
+            node = NodeState(name)
+            self.nodes[name] = node
+            log.info("node new: %s", name)
+        return node
+
+    def _is_subscribed(self, topic: bytes) -> bool:
+        return any(topic.startswith(t) for t in self.topics)
+
+    def _data(self, msg: wire.Data, from_replay: bool) -> None:
+        h = msg.header
+        if not self._is_subscribed(msg.topic):
+            self._drop("data off the subscribed topics", msg.topic.decode("utf-8", "replace"))
+            return
+        st = self._stream_for(h.node, h.stream, msg.topic, h.source, h.path, h.start)
+        if st is None:
+            return
+        block = bytes(msg.block)
+        self.counters.add("blocks_in")
+        self.counters.add("bytes_in", len(block))
+        self.counters.add("lines_in", h.lines)
+        st.last_heard = time.monotonic()
+        if h.path != st.path:
+            st.path = h.path
+        exact = len(block) == h.end - h.start
+        verdict = judge(st.expected, h.start, h.end, exact)
+        if verdict is Verdict.DUPLICATE:
+            self.counters.add("duplicates_dropped")
+            return
+        if verdict is Verdict.GAP:
+            self._note_gap(st, h.end)
+            return
+        start, lines = h.start, h.lines
+        if verdict is Verdict.OVERLAP:
+            block, lines = trim(block, h.start, st.expected)
+            start = st.expected
+            self.counters.add("overlaps_trimmed")
+        self._write(st, block, lines, start, h.end, exact)
+        if from_replay:
+            self.counters.add("bytes_repaired", len(block))
+        st.expected = h.end
+        st.known_end = max(st.known_end, h.end)
+        if st.has_gap():
+            if st.expected >= st.replay_until:
+                self._ask_replay(st, time.monotonic())
+        else:
+            self._gap_closed(st)
+
+    def _write(self, st: StreamState, block: bytes, lines: int, start: int, end: int, exact: bool) -> None:
+        now = time.time()
+        path = self.writer.route(st.topic, st.node, st.source, now)
+        if self.rotation is not None:
+            path = self.rotation.before_write(path, now, len(block))
+        if not self.writer.is_open(path):
+            self.writer.open(path)
+            # A file must be in the checkpoint before its first byte, or a crash could double it.
+            self.write_checkpoint()
+        out = self.writer.files[path]
+        data = self.writer.format(block, st.node, st.path, st.topic, start, exact)
+        self.writer.append(out, data, lines, st.key(), start, end)
+        self.counters.add("lines_written", lines)
+        self.counters.add("bytes_written", len(data))
+        if self.config.output.fsync is FsyncPolicy.ALWAYS:
+            self._next_checkpoint = 0.0
+
+    def _note_gap(self, st: StreamState, end: int) -> None:
+        if end > st.known_end:
+            st.known_end = end
+        key = (st.node, st.stream)
+        if key not in self.gapped:
+            self.gapped.add(key)
+            self.counters.add("gaps_found")
+            now = time.monotonic()
+            if now - self._gap_logged.get(key, 0.0) > 10.0:
+                self._gap_logged[key] = now
+                log.info(
+                    "gap found: node %s stream %s %s range %d-%d, asking for a replay",
+                    st.node, st.stream, st.path, st.expected, st.known_end,
+                )
+
+    def _gap_closed(self, st: StreamState) -> None:
+        key = (st.node, st.stream)
+        if key in self.gapped:
+            self.gapped.discard(key)
+            st.replay_until = 0
+            log.debug("gap filled: node %s stream %s at %d", st.node, st.stream, st.expected)
+
+    def _gone(self, msg: wire.Gone) -> None:
+        st = self.streams.get((msg.node, msg.stream))
+        if st is None or not msg.start <= st.expected < msg.end:
+            return
+        lost = msg.end - st.expected
+        self.counters.add("bytes_lost", lost)
+        log.warning(
+            "bytes lost: node %s stream %s %s range %d-%d (%d bytes): %s",
+            st.node, st.stream, st.path, st.expected, msg.end, lost, msg.reason,
+        )
+        st.expected = msg.end
+        st.known_end = max(st.known_end, msg.end)
+        st.replay_until = 0
+        if not st.has_gap():
+            self._gap_closed(st)
+
+    # -- heartbeats and replays ----------------------------------------------
+
+    def _heartbeat(self, hb: wire.Heartbeat) -> None:
+        self.counters.add("heartbeats_in")
+        node = self._node(hb.node)
+        if node is None:
+            return
+        if node.instance and node.instance != hb.instance:
+            log.info("producer restarted: node %s instance %s -> %s", hb.node, node.instance, hb.instance)
+        node.instance = hb.instance
+        if hb.replay and hb.replay != node.replay and not self.config.subscribe.bind:
+            self._connect_replay(node, hb.replay)
+        for info in hb.streams:
+            if not self._is_subscribed(info.topic):
+                continue
+            st = self.streams.get((hb.node, info.stream))
+            if st is None:
+                st = self._stream_for(hb.node, info.stream, info.topic, info.source, info.path, info.end)
+                if st is None:
+                    continue
+            if info.end > st.known_end:
+                st.known_end = info.end
+            if st.has_gap():
+                self._note_gap(st, info.end)
+        node.known = True
+
+    def _connect_replay(self, node: NodeState, endpoint: str) -> None:
+        if endpoint not in self._dealers:
+            if len(self._dealers) >= self.config.subscribe.max_nodes:
+                return
+            dealer = self.context.socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.setsockopt(zmq.RCVHWM, 64)
+            limit_incoming(dealer)
+            if self.config.subscribe.curve is not None:
+                from zaggd.security import apply_curve_for
+
+                apply_curve_for(dealer, self.config.subscribe.curve, endpoint, self.config.subscribe.connect)
+            try:
+                dealer.connect(endpoint)
+            except zmq.ZMQError as exc:
+                dealer.close(linger=0)
+                self._drop("bad replay endpoint", f"{endpoint}: {exc}")
+                return
+            self._dealers[endpoint] = dealer
+            self._poller.register(dealer, zmq.POLLIN)
+            log.info("replay channel: node %s at %s", node.name, endpoint)
+        node.replay = endpoint
+
+    def _hello(self, hello: wire.Hello, routing_id: bytes) -> None:
+        node = self._node(hello.node)
+        if node is not None and node.routing_id != routing_id:
+            node.routing_id = routing_id
+            log.info("replay channel: node %s connected", hello.node)
+
+    def _ask_replays(self, now: float) -> None:
+        in_flight = 0
+        for key in list(self.gapped):
+            st = self.streams.get(key)
+            if st is None or not st.has_gap():
+                self.gapped.discard(key)
+                continue
+            if st.replay_until > st.expected and now - st.replay_asked_at < REPLAY_TIMEOUT_S:
+                in_flight += 1
+        for key in list(self.gapped):
+            if in_flight >= MAX_REPLAYS_IN_FLIGHT:
+                return
+            st = self.streams.get(key)
+            if st is None:
+                continue
+            if st.replay_until > st.expected and now - st.replay_asked_at < REPLAY_TIMEOUT_S:
+                continue
+            if self._ask_replay(st, now):
+                in_flight += 1
+
+    def _ask_replay(self, st: StreamState, now: float) -> bool:
+        end = min(st.known_end, st.expected + REPLAY_WINDOW_BYTES)
+        req = wire.encode_replay_request(wire.ReplayRequest(st.node, st.stream, st.expected, end))
+        node = self.nodes.get(st.node)
+        if node is None:
+            return False
+        try:
+            if self._router is not None:
+                if not node.routing_id:
+                    return False
+                self._router.send_multipart([node.routing_id, *req], zmq.NOBLOCK)
+            else:
+                dealer = self._dealers.get(node.replay)
+                if dealer is None:
+                    return False
+                dealer.send_multipart(req, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        st.replay_until = end
+        st.replay_asked_at = now
+        self.counters.add("replays_asked")
+        return True
+
+    # -- checkpoints and errors ---------------------------------------------
+
+    def _maybe_checkpoint(self, now: float) -> None:
+        if now < self._next_checkpoint:
+            return
+        try:
+            self.write_checkpoint()
+        except OSError as exc:
+            self._note_write_error(exc)
+            self._next_checkpoint = now + RETRY_INTERVAL_S
+            return
+        policy = self.config.output.fsync
+        interval = self.config.output.fsync_interval_s
+        self._next_checkpoint = now + (interval if policy is not FsyncPolicy.ALWAYS else 0.0)
+
+    def write_checkpoint(self) -> None:
+        """Flush (and fsync) the output, then record offsets and sizes that match it."""
+        self.writer.sync(self.config.output.fsync is not FsyncPolicy.NEVER)
+        state = CheckpointState(
+            streams={
+                st.key(): [st.expected, st.topic.decode("utf-8", "replace"), st.source, st.path]
+                for st in self.streams.values()
+            },
+            files=describe_files(self.writer),
+            nodes=sorted(n.name for n in self.nodes.values() if n.known),
+            rotations=self.rotation.intents() if self.rotation is not None else [],
+        )
+        self.checkpoint.save(state)
+        self.counters.add("checkpoints")
+        if self.rotation is not None:
+            self.rotation.after_checkpoint()
+        self._refresh_snapshot()
+
+    def _hold(self, msg: wire.Message, from_replay: bool, exc: OSError) -> None:
+        self._held = (msg, from_replay)
+        self._blocked_until = time.monotonic() + RETRY_INTERVAL_S
+        self._note_write_error(exc)
+
+    def _note_write_error(self, exc: OSError) -> None:
+        self.counters.add("write_errors")
+        if not self._write_error_logged:
+            what = "disk full" if is_disk_full(exc) else "write failed"
+            log.error(
+                "%s: %s (%s); pausing intake and retrying every %.0f s",
+                what, exc.filename or self.writer.root, exc.strerror, RETRY_INTERVAL_S,
+            )
+            self._write_error_logged = True
+
+    def _resume_after_error(self) -> None:
+        if self._write_error_logged:
+            log.warning("writing again after the earlier error; nothing was lost")
+            self._write_error_logged = False
+
+    def _drop(self, what: str, detail: str) -> None:
+        self.counters.add("messages_dropped")
+        if what not in self._logged_bad:
+            self._logged_bad.add(what)
+            log.warning("message dropped: %s: %s (further ones are only counted)", what, detail[:200])
+
+    def _refresh_snapshot(self) -> None:
+        lag = sum(max(0, st.known_end - st.expected) for st in self.streams.values())
+        self.snapshot = {
+            "streams": len(self.streams),
+            "nodes": len(self.nodes),
+            "lag_bytes": lag,
+            "gaps_open": len(self.gapped),
+            "files": len(self.writer.files),
+            "streams_detail": [
+                {
+                    "stream": st.stream,
+                    "node": st.node,
+                    "topic": st.topic.decode("utf-8", "replace"),
+                    "path": st.path,
+                    "expected": st.expected,
+                    "known_end": st.known_end,
+                }
+                for st in list(self.streams.values())[:1000]
+            ],
+        }

@@ -1,0 +1,218 @@
+"""Writer: routes blocks to output files by the path template, formats, appends.
+
+Values that came off the wire (topic, node, source) are made safe before
+they reach a path: anything but letters, digits, '.', '_' and '-' becomes
+'_', and '.' or '..' alone cannot stand as a folder name, so no message can
+make the collector write outside its output folder.
+
+The writer tracks each open file's size, line count and the stream ranges it
+holds, for the checkpoint and the rotation manifests. Files are flushed and
+fsynced only when the checkpoint asks (`sync`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any
+
+from zaggd.config import OutputConfig, OutputFormat
+from zaggd.errors import ZaggdError
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+WRITE_BUFFER_BYTES = 1048576
+
+
+def safe_component(value: str) -> str:
+    """`value` as one harmless path component."""
+    cleaned = _UNSAFE.sub("_", value)[:200]
+    if cleaned in ("", ".", ".."):
+        cleaned = "_" + cleaned
+    return cleaned
+
+
+def output_root(template: str) -> str:
+    """The fixed folder above every file the template can name."""
+    fixed = template.split("{", 1)[0]
+    return os.path.dirname(fixed) if "{" in template else os.path.dirname(template)
+
+
+def format_prefixed(payload: bytes, node: str, path: str) -> bytes:
+    """Each line as `NODE<TAB>PATH<TAB>LINE`."""
+    if not payload:
+        return b""
+    prefix = f"{node}\t{path}\t".encode()
+    return prefix + payload[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+
+
+def format_jsonl(payload: bytes, node: str, path: str, topic: str, start: int, exact: bool) -> bytes:
+    """One JSON object per line; a line that is not UTF-8 goes as base64 in `line_b64`."""
+    if not payload:
+        return b""
+    head = '{"node":%s,"path":%s,"topic":%s,"offset":' % (
+        encode_basestring(node),
+        encode_basestring(path),
+        encode_basestring(topic),
+    )
+    parts = []
+    offset = start
+    for line in payload[:-1].split(b"\n"):
+        try:
+            field_text = ',"line":' + encode_basestring(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            import base64
+
+            field_text = ',"line_b64":"' + base64.b64encode(line).decode("ascii") + '"'
+        parts.append(f"{head}{offset}{field_text}}}\n")
+        if exact:
+            offset += len(line) + 1
+    return "".join(parts).encode("utf-8")
+
+
+@dataclass(slots=True)
+class OutFile:
+    path: str
+    fh: Any  # a buffered binary file
+    size: int
+    lines: int = 0
+    created_at: float = field(default_factory=time.time)
+    ranges: dict[str, list[int]] = field(default_factory=dict)  # "node/stream" -> [start, end]
+    dirty: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "lines": self.lines,
+            "created_at": self.created_at,
+            "ranges": {k: list(v) for k, v in self.ranges.items()},
+        }
+
+
+class Writer:
+    def __init__(self, output: OutputConfig) -> None:
+        self.output = output
+        self.root = output_root(output.path)
+        self.files: dict[str, OutFile] = {}
+        self._routes: dict[tuple[bytes, str, str, str], str] = {}
+
+    def check_writable(self) -> None:
+        """Refuse at start (or reload) an output folder this user may not write."""
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise ZaggdError(f"{self.root}: cannot create the output folder: {exc.strerror}") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise ZaggdError(f"{self.root}: the output folder is not writable by this user")
+
+    def route(self, topic: bytes, node: str, source: str, now: float) -> str:
+        date = time.strftime("%Y-%m-%d", time.gmtime(now))
+        key = (topic, node, source, date)
+        path = self._routes.get(key)
+        if path is None:
+            path = self.output.path.format(
+                topic=safe_component(topic.decode("utf-8", "replace")),
+                node=safe_component(node),
+                source=safe_component(source),
+                date=date,
+            )
+            path = os.path.normpath(path)
+            if os.path.commonpath([path, self.root]) != self.root:
+                raise ZaggdError(f"output path {path} falls outside {self.root}")
+            if len(self._routes) > 100000:
+                self._routes.clear()
+            self._routes[key] = path
+        return path
+
+    def format(self, payload: bytes, node: str, path: str, topic: bytes, start: int, exact: bool) -> bytes:
+        fmt = self.output.format
+        if fmt is OutputFormat.RAW:
+            return payload
+        if fmt is OutputFormat.PREFIXED:
+            return format_prefixed(payload, node, path)
+        return format_jsonl(payload, node, path, topic.decode("utf-8", "replace"), start, exact)
+
+    def is_open(self, path: str) -> bool:
+        return path in self.files
+
+    def open(self, path: str, known_size: int | None = None) -> OutFile:
+        out = self.files.get(path)
+        if out is not None:
+            return out
+        os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+        fh = open(path, "ab", buffering=WRITE_BUFFER_BYTES)  # noqa: SIM115 - kept open across writes
+        size = os.fstat(fh.fileno()).st_size
+        out = OutFile(path, fh, size if known_size is None else known_size)
+        self.files[path] = out
+        return out
+
+    def append(self, out: OutFile, data: bytes, lines: int, key: str, start: int, end: int) -> None:
+        if data:
+            try:
+                out.fh.write(data)
+            except OSError:
+                self._undo(out)
+                raise
+            out.size += len(data)
+            out.lines += lines
+        span = out.ranges.get(key)
+        if span is None:
+            out.ranges[key] = [start, end]
+        else:
+            span[1] = end
+        out.dirty = True
+
+    def _undo(self, out: OutFile) -> None:
+        """After a failed write: drop the buffer and cut the file back to its known size."""
+        try:
+            out.fh.close()
+        except OSError:
+            pass
+        fd = os.open(out.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.ftruncate(fd, out.size)
+        finally:
+            os.close(fd)
+        out.fh = open(out.path, "ab", buffering=WRITE_BUFFER_BYTES)  # noqa: SIM115
+
+    def sync(self, fsync: bool) -> None:
+        """Flush every written file to the OS, and to disk when `fsync`."""
+        for out in self.files.values():
+            if not out.dirty:
+                continue
+            try:
+                out.fh.flush()
+            except OSError:
+                self._undo(out)
+                raise
+            if fsync:
+                os.fsync(out.fh.fileno())
+            out.dirty = False
+
+    def close(self, path: str) -> None:
+        out = self.files.pop(path, None)
+        if out is not None:
+            out.fh.close()
+
+    def close_all(self) -> None:
+        for path in list(self.files):
+            self.close(path)
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def describe_files(writer: Writer) -> dict[str, Any]:
+    return {path: out.describe() for path, out in writer.files.items()}
+
+
+def dumps_line(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"

@@ -1,0 +1,203 @@
+"""Producer: builds the tailer, publisher, replay server and control socket from
+the config, starts them, and hands control to the service loop.
+
+READY=1 is sent only after the sockets are bound and the first scan is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import zmq
+
+from zaggd import config as config_mod
+from zaggd.config import ProducerConfig
+from zaggd.control import SOCKET_NAME, ControlServer
+from zaggd.endpoints import advertised
+from zaggd.errors import ZaggdError
+from zaggd.metrics import PRODUCER_COUNTERS, Counters, Rate
+from zaggd.producer.offsets import OffsetStore, new_id
+from zaggd.producer.publisher import PublisherThread
+from zaggd.producer.replay import ReplayServer
+from zaggd.producer.streams import Registry
+from zaggd.producer.tailing import TailerThread
+from zaggd.service import Service, Worker
+from zaggd.statefile import ensure_dir
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 30.0
+
+
+class Producer:
+    def __init__(self, config: ProducerConfig, service: Service) -> None:
+        self.config = config
+        self.service = service
+        self.counters = Counters(PRODUCER_COUNTERS)
+        self.registry = Registry()
+        self.rate = Rate()
+        self.context: zmq.Context | None = None  # type: ignore[type-arg]
+        self.publisher: PublisherThread | None = None
+        self.replay: ReplayServer | None = None
+        self.tailer: TailerThread | None = None
+        self.control: ControlServer | None = None
+        self.instance = ""
+
+    def start(self) -> None:
+        cfg = self.config
+        ensure_dir(cfg.state_dir)
+        store = OffsetStore(cfg.state_dir)
+        stored = store.load()
+        self.instance = stored.instance if stored is not None else new_id()
+        self.context = zmq.Context()
+        self._start_sockets()
+        assert self.publisher is not None
+        self.tailer = TailerThread(
+            cfg, self.instance, stored, store, self.registry, self.publisher, self.counters, self.service.crash
+        )
+        self.tailer.start()
+        if not self.tailer.first_scan_done.wait(START_TIMEOUT_S):
+            raise ZaggdError("the first scan of the watched folders did not finish in time")
+        self.control = ControlServer(
+            os.path.join(cfg.state_dir, SOCKET_NAME), self.snapshot, self.service.crash
+        )
+        self.control.start()
+        log.info(
+            "producer %s started: %d sources, %d streams, publishing on %s",
+            cfg.node,
+            len(cfg.sources),
+            len(self.tailer.manager.tailers),
+            ", ".join(self.publisher.bound or cfg.publish.connect),
+        )
+
+    def _start_sockets(self) -> None:
+        cfg = self.config
+        assert self.context is not None
+        replay_endpoint = ""
+        if cfg.publish.bind:
+            replay_endpoint = cfg.publish.advertise or advertised(cfg.publish.replay[0])
+        self.publisher = PublisherThread(
+            self.context, cfg.publish, cfg.node, self.instance, replay_endpoint, self.counters, self.service.crash
+        )
+        self.replay = ReplayServer(
+            self.context, cfg.publish, cfg.node, self.instance, self.registry, self.counters, self.service.crash
+        )
+        for thread in (self.publisher, self.replay):
+            thread.start()
+            if not thread.started.wait(START_TIMEOUT_S):
+                raise ZaggdError(f"{thread.name} did not start in time")
+            if thread.error is not None:
+                raise thread.error
+
+    def workers(self) -> list[Worker]:
+        return [w for w in (self.tailer, self.publisher, self.replay, self.control) if w is not None]
+
+    def status_line(self) -> str:
+        snap = self.tailer.snapshot if self.tailer is not None else {}
+        lines_out = self.counters.get("lines_out")
+        rate = self.rate.update(lines_out, time.monotonic())
+        return (
+            f"{snap.get('streams', 0)} streams ({snap.get('open', 0)} open), "
+            f"{rate:.0f} lines/s, lag {snap.get('lag_bytes', 0)} bytes, "
+            f"{lines_out} lines sent, lost {self.counters.get('bytes_lost')} bytes"
+        )
+
+    def snapshot(self) -> dict[str, object]:
+        snap = dict(self.tailer.snapshot) if self.tailer is not None else {}
+        return {
+            "daemon": "producer",
+            "node": self.config.node,
+            "instance": self.instance,
+            "config": self.config.path,
+            "status": self.status_line(),
+            "counters": self.counters.snapshot(),
+            **snap,
+        }
+
+    def reload(self) -> None:
+        try:
+            new = config_mod.load_producer(self.config.path)
+        except ZaggdError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        old = self.config
+        if new.node != old.node or new.state_dir != old.state_dir:
+            log.error("reload refused: node and state_dir cannot change while running; restart instead")
+            return
+        self.config = new
+        if new.publish != old.publish:
+            self._restart_sockets()
+        assert self.tailer is not None
+        if self.tailer.publisher is not self.publisher:
+            assert self.publisher is not None
+            self.tailer.publisher = self.publisher
+        self.tailer.calls.put(lambda: self.tailer.apply_config(new) if self.tailer else None)
+        log.info("reloaded %s: %d sources", new.path, len(new.sources))
+
+    def _restart_sockets(self) -> None:
+        """New endpoints: drain the old publisher, then bind and connect anew."""
+        assert self.tailer is not None
+        old_publisher, old_replay = self.publisher, self.replay
+        # Hold the tailer while sockets change hands: it must not queue on a stopping publisher.
+        paused = _Pause()
+        self.tailer.calls.put(paused.hold)
+        paused.wait_held()
+        try:
+            for thread in (old_publisher, old_replay):
+                if thread is not None:
+                    thread.stop()
+                    thread.join(timeout=10)
+            self._start_sockets()
+            assert self.publisher is not None and old_publisher is not None
+            for info in old_publisher.streams.values():
+                self.publisher.streams[info.stream] = info
+            self.publisher.announce_all()
+            self.tailer.publisher = self.publisher
+            log.info("publish endpoints changed: now %s", ", ".join(self.publisher.bound or self.config.publish.connect))
+        finally:
+            paused.release()
+
+    def shutdown(self) -> None:
+        if self.tailer is not None:
+            self.tailer.stop()
+            self.tailer.join(timeout=20)
+        for thread in (self.publisher, self.replay, self.control):
+            if thread is not None:
+                thread.stop()
+                thread.join(timeout=10)
+        if self.context is not None:
+            self.context.term()
+
+
+class _Pause:
+    """Holds the tailer thread at a safe point until released."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._held = threading.Event()
+        self._released = threading.Event()
+
+    def hold(self) -> None:
+        self._held.set()
+        self._released.wait(60)
+
+    def wait_held(self) -> None:
+        self._held.wait(30)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+def run(config: ProducerConfig) -> int:
+    service = Service()
+    service.install_signals()
+    producer = Producer(config, service)
+    try:
+        producer.start()
+    except BaseException:
+        producer.shutdown()
+        raise
+    return service.run(producer)

@@ -1,0 +1,184 @@
+"""Discovery: watchdog events and a periodic rescan, turned into paths to look at.
+
+watchdog calls our handler on its own thread; the handler only puts paths on
+a bounded queue. When the queue overflows (or inotify itself did), a rescan
+is asked for instead, so nothing is missed for long: the rescan also runs on
+an interval for file systems inotify cannot watch (NFS).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import queue
+import re
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from zaggd.config import Source
+
+log = logging.getLogger(__name__)
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+@lru_cache(maxsize=1024)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """A regex for a path glob: `*` and `?` stay within a folder, `**` spans folders."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            close = pattern.find("]", i + 2)
+            if close < 0:
+                out.append(re.escape(c))
+                i += 1
+            else:
+                body = pattern[i + 1 : close].replace("\\", "\\\\")
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = close + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def is_excluded(path: str, source: Source) -> bool:
+    name = os.path.basename(path)
+    for pattern in source.exclude:
+        target = path if "/" in pattern else name
+        if glob_regex(pattern).match(target):
+            return True
+    return False
+
+
+def source_of(path: str, sources: tuple[Source, ...]) -> Source | None:
+    """The first source whose paths match `path` and whose excludes do not."""
+    for source in sources:
+        if any(glob_regex(p).match(path) for p in source.paths):
+            return None if is_excluded(path, source) else source
+    return None
+
+
+def watch_root(pattern: str) -> tuple[str, bool]:
+    """The folder to watch for a glob, and whether to watch below it."""
+    parts = pattern.split("/")
+    fixed = []
+    for part in parts[:-1]:
+        if _MAGIC.search(part):
+            return "/".join(fixed) or "/", True
+        fixed.append(part)
+    return "/".join(fixed) or "/", False
+
+
+def scan(sources: tuple[Source, ...]) -> dict[str, Source]:
+    """Every regular file the sources name now, each with its source."""
+    found: dict[str, Source] = {}
+    for source in sources:
+        for pattern in source.paths:
+            for path in glob.iglob(pattern, recursive=True):
+                if path in found or is_excluded(path, source):
+                    continue
+                if os.path.isfile(path):
+                    found[path] = source
+    return found
+
+
+class _Handler(FileSystemEventHandler):  # type: ignore[misc]
+    def __init__(self, discovery: Discovery) -> None:
+        self.discovery = discovery
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            self.discovery.request_rescan()
+            return
+        self.discovery.put(_text(event.src_path))
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            self.discovery.put(_text(dest))
+
+
+def _text(path: str | bytes) -> str:
+    return os.fsdecode(path)
+
+
+@dataclass
+class Watch:
+    root: str
+    recursive: bool
+
+
+class Discovery:
+    """Owns the watchdog observer; hands paths to the tailer thread."""
+
+    def __init__(self, sources: tuple[Source, ...], max_queued: int = 65536) -> None:
+        self.paths: queue.Queue[str] = queue.Queue(maxsize=max_queued)
+        self._rescan = threading.Event()
+        self._observer: Observer | None = None
+        self._handler = _Handler(self)
+        self._watched: dict[tuple[str, bool], object] = {}
+        self.sources = sources
+
+    def put(self, path: str) -> None:
+        try:
+            self.paths.put_nowait(path)
+        except queue.Full:
+            self._rescan.set()
+
+    def request_rescan(self) -> None:
+        self._rescan.set()
+
+    def take_rescan_request(self) -> bool:
+        if self._rescan.is_set():
+            self._rescan.clear()
+            return True
+        return False
+
+    def start(self) -> None:
+        self._observer = Observer()
+        self._observer.name = "zaggd-watchdog"
+        self._observer.start()
+        self.update_watches(self.sources)
+
+    def update_watches(self, sources: tuple[Source, ...]) -> None:
+        """Watch the folders the sources' globs name; retried at each rescan."""
+        assert self._observer is not None
+        self.sources = sources
+        wanted = {watch_root(p) for s in sources for p in s.paths}
+        for key in list(self._watched):
+            if key not in wanted:
+                self._observer.unschedule(self._watched.pop(key))
+        for key in wanted:
+            root, recursive = key
+            if key in self._watched or not os.path.isdir(root):
+                continue
+            try:
+                self._watched[key] = self._observer.schedule(self._handler, root, recursive=recursive)
+                log.info("watching %s%s", root, " and below" if recursive else "")
+            except OSError as exc:
+                log.warning("cannot watch %s: %s (the rescan still finds its files)", root, exc)
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)

@@ -1,0 +1,94 @@
+"""OffsetStore: per stream, the file identity, its path and how far it was read.
+
+Written atomically to `state_dir/offsets.json` on an interval and at shutdown,
+and read once at start so the producer resumes every stream where it left
+off. Resuming a little behind is harmless: collectors drop duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from zaggd.errors import ZaggdError
+from zaggd.identity import FileId, Fingerprint
+from zaggd.statefile import read_state, write_state
+
+KIND = "zaggd-producer-offsets"
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    stream: str
+    source: str
+    topic: str
+    path: str
+    file_id: FileId
+    offset: int
+    rotated: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "topic": self.topic,
+            "path": self.path,
+            "device": self.file_id.device,
+            "inode": self.file_id.inode,
+            "fingerprint": self.file_id.fingerprint.to_json(),
+            "offset": self.offset,
+            "rotated": self.rotated,
+        }
+
+    @classmethod
+    def from_json(cls, stream: str, raw: dict[str, Any]) -> StreamRecord:
+        return cls(
+            stream=stream,
+            source=str(raw["source"]),
+            topic=str(raw["topic"]),
+            path=str(raw["path"]),
+            file_id=FileId(
+                int(raw["device"]), int(raw["inode"]), Fingerprint.from_json(raw["fingerprint"])
+            ),
+            offset=int(raw["offset"]),
+            rotated=bool(raw["rotated"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    instance: str
+    saved_at: float  # wall-clock time of the last save
+    records: tuple[StreamRecord, ...]
+
+
+class OffsetStore:
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, "offsets.json")
+
+    def load(self) -> StoredState | None:
+        state = read_state(self.path, KIND, VERSION)
+        if state is None:
+            return None
+        try:
+            records = tuple(
+                StreamRecord.from_json(sid, raw) for sid, raw in state["streams"].items()
+            )
+            return StoredState(str(state["instance"]), float(state["saved_at"]), records)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ZaggdError(f"{self.path}: damaged offset store ({exc}); move it aside") from None
+
+    def save(self, instance: str, saved_at: float, records: list[StreamRecord]) -> None:
+        body = {
+            "instance": instance,
+            "saved_at": saved_at,
+            "streams": {r.stream: r.to_json() for r in records},
+        }
+        write_state(self.path, KIND, VERSION, body)
+
+
+def new_id() -> str:
+    """A stream or instance id: 16 lowercase hex digits."""
+    return secrets.token_hex(8)

@@ -1,0 +1,213 @@
+"""PublisherThread: the sole owner of the PUB socket; sends blocks and heartbeats.
+
+The socket is an XPUB with XPUB_NODROP: at the high-water mark a send fails
+with EAGAIN instead of dropping, the thread waits for room, its bounded
+input queue fills, and the tailer stops reading. The file is the buffer.
+
+Heartbeats announce, per stream, its topic and the end offset of what was
+sent; they go out after the blocks they describe, on the same socket, so a
+collector that sees a heartbeat end past what it has knows data is missing.
+Every stream is announced at least every HEARTBEAT_ROUNDS heartbeats; those
+that moved are announced in the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+
+from zaggd import wire
+from zaggd.config import PublishConfig
+from zaggd.endpoints import apply_pgm, attach, is_multicast
+from zaggd.metrics import Counters
+from zaggd.producer.streams import Announce, Retire
+from zaggd.service import Worker
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_ROUNDS = 10
+MAX_STREAMS_PER_HEARTBEAT = 2000
+QUEUE_BLOCKS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: bytes
+    header: wire.DataHeader
+    payload: bytes
+
+
+Item = Outgoing | Announce | Retire | Callable[[], None]
+
+
+class PublisherThread(Worker):
+    def __init__(
+        self,
+        context: zmq.Context,  # type: ignore[type-arg]
+        config: PublishConfig,
+        node: str,
+        instance: str,
+        replay_endpoint: str,
+        counters: Counters,
+        on_crash: Callable[[str], None],
+    ) -> None:
+        super().__init__("zaggd-publisher", on_crash)
+        self.context = context
+        self.config = config
+        self.node = node
+        self.instance = instance
+        self.replay_endpoint = replay_endpoint
+        self.counters = counters
+        self.items: queue.Queue[Item] = queue.Queue(maxsize=QUEUE_BLOCKS)
+        self.started = threading.Event()
+        self.error: Exception | None = None
+        self.streams: dict[str, wire.StreamInfo] = {}
+        self._changed: set[str] = set()
+        self._round = 0
+        self._joined = False
+        self._sock: zmq.Socket | None = None  # type: ignore[type-arg]
+        self.bound: list[str] = []
+
+    def put(self, item: Item, stop: Callable[[], bool], tick: Callable[[], None]) -> bool:
+        """Queue an item, waiting while the queue is full; False when stopping."""
+        while True:
+            try:
+                self.items.put(item, timeout=0.25)
+                return True
+            except queue.Full:
+                self.counters.add("send_waits")
+                tick()
+                if stop():
+                    return False
+
+    def work(self) -> None:
+        sock = self.context.socket(zmq.XPUB)
+        self._sock = sock
+        try:
+            self._setup(sock)
+        except Exception as exc:
+            self.error = exc
+            sock.close(linger=0)
+            self.started.set()
+            return
+        self.started.set()
+        try:
+            self._loop(sock)
+        finally:
+            sock.close(linger=2000)
+
+    def _setup(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
+        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        sock.setsockopt(zmq.SNDHWM, self.config.send_hwm)
+        sock.setsockopt(zmq.LINGER, 2000)
+        if self.config.connect:
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for collectors not there
+        if any(is_multicast(e) for e in (*self.config.bind, *self.config.connect)):
+            apply_pgm(sock, self.config.pgm)
+        if self.config.curve is not None:
+            from zaggd.security import apply_curve
+
+            apply_curve(sock, self.config.curve, self.config.bind != ())
+        self.bound = attach(sock, self.config.bind, self.config.connect)
+
+    def _loop(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
+        interval_s = self.config.heartbeat_interval_s
+        next_heartbeat = time.monotonic()
+        draining = False
+        while True:
+            self.tick()
+            now = time.monotonic()
+            self._drain_subscriptions(sock)
+            if self._joined:
+                # A collector subscribed: tell it every stream's end soon.
+                self._joined = False
+                self.announce_all()
+                next_heartbeat = min(next_heartbeat, now + 0.05)
+            if now >= next_heartbeat:
+                self._send_heartbeat(sock)
+                next_heartbeat = now + interval_s
+            if self.stop_event.is_set():
+                draining = True
+            try:
+                item = self.items.get(timeout=0 if draining else min(0.25, max(0.0, next_heartbeat - now)))
+            except queue.Empty:
+                if draining:
+                    self._send_heartbeat(sock)
+                    return
+                continue
+            self._handle(sock, item)
+
+    def _handle(self, sock: zmq.Socket, item: Item) -> None:  # type: ignore[type-arg]
+        if isinstance(item, Outgoing):
+            self._send_block(sock, item)
+        elif isinstance(item, Announce):
+            self.streams[item.stream] = wire.StreamInfo(
+                item.stream, item.topic, item.source, item.path, item.end
+            )
+            self._changed.add(item.stream)
+        elif isinstance(item, Retire):
+            self.streams.pop(item.stream, None)
+            self._changed.discard(item.stream)
+        else:
+            item()
+
+    def _send_block(self, sock: zmq.Socket, out: Outgoing) -> None:  # type: ignore[type-arg]
+        frames = wire.encode_data(out.topic, out.header, out.payload)
+        self._send(sock, frames)
+        h = out.header
+        self.streams[h.stream] = wire.StreamInfo(h.stream, out.topic, h.source, h.path, h.end)
+        self._changed.add(h.stream)
+        self.counters.add("lines_out", h.lines)
+        self.counters.add("bytes_out", len(out.payload))
+        self.counters.add("blocks_out")
+
+    def _send(self, sock: zmq.Socket, frames: list[object]) -> None:  # type: ignore[type-arg]
+        """Send without dropping: wait for room at the high-water mark."""
+        while True:
+            try:
+                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                self.counters.add("send_waits")
+                self.tick()
+                sock.poll(100, zmq.POLLOUT)
+                self._drain_subscriptions(sock)
+
+    def _drain_subscriptions(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
+        """Read XPUB's subscription messages, noting when a collector subscribed."""
+        while True:
+            try:
+                msg = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] == b"\x01":
+                self._joined = True
+
+    def _send_heartbeat(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
+        ids = list(self.streams)
+        per_round = math.ceil(len(ids) / HEARTBEAT_ROUNDS) if ids else 0
+        start = (self._round % HEARTBEAT_ROUNDS) * per_round
+        chosen = set(ids[start : start + per_round]) | self._changed
+        self._changed = set()
+        self._round += 1
+        infos = [self.streams[s] for s in chosen if s in self.streams]
+        pages = [
+            infos[i : i + MAX_STREAMS_PER_HEARTBEAT]
+            for i in range(0, len(infos), MAX_STREAMS_PER_HEARTBEAT)
+        ] or [[]]
+        for page in pages:
+            hb = wire.Heartbeat(self.node, self.instance, self.replay_endpoint, tuple(page))
+            self._send(sock, list(wire.encode_heartbeat(hb)))
+            self.counters.add("heartbeats_out")
+
+    def announce_all(self) -> None:
+        """Mark every stream changed so the next heartbeat carries all of them."""
+        self._changed = set(self.streams)

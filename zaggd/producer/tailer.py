@@ -1,0 +1,231 @@
+"""One stream: read blocks of a file instance from a byte offset, cut at the last '\n'.
+
+A block covers file bytes [start, end) and carries complete lines only; a
+partial last line waits for its newline. Lines longer than max_line_bytes are
+split, truncated or skipped by policy. The cut is a pure function of the
+file's bytes and the offset it starts at (a long line's tail is recognised by
+the byte before the offset), so the replay server, reading the same range
+later, produces the same lines as the tailer did.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from zaggd.config import LongLinePolicy
+from zaggd.identity import FINGERPRINT_BYTES, FileId, fingerprint_of_fd, has_prefix
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """File bytes [start, end) of a stream, as `payload` with `lines` lines."""
+
+    stream: str
+    start: int
+    end: int
+    payload: bytes
+    lines: int
+
+
+@dataclass(slots=True)
+class CutCounts:
+    split: int = 0
+    truncated: int = 0
+    skipped: int = 0
+
+
+def cut_block(
+    data: bytes,
+    max_line_bytes: int,
+    policy: LongLinePolicy,
+    mid_line: bool,
+    counts: CutCounts,
+) -> tuple[int, bytes, int]:
+    """Cut `data`, read at some offset, into (bytes consumed, payload, lines).
+
+    Returns consumed 0 when nothing can be cut yet (a partial line waits).
+    `mid_line` says the data starts inside a long line whose head was already
+    truncated or skipped: its rest is discarded up to the newline.
+    """
+    size = len(data)
+    if mid_line and policy is not LongLinePolicy.SPLIT:
+        nl = data.find(b"\n")
+        return (size if nl < 0 else nl + 1), b"", 0
+    limit = max_line_bytes + 1  # a line and its newline
+    pos = 0
+    while True:
+        window_end = pos + limit
+        if window_end >= size:
+            nl = data.rfind(b"\n", pos)
+            if nl >= 0:
+                pos = nl + 1
+            if pos > 0 or size - pos < limit:
+                break
+        else:
+            nl = data.rfind(b"\n", pos, window_end)
+            if nl >= 0:
+                pos = nl + 1
+                continue
+            if pos > 0:
+                break
+        # A line of more than max_line_bytes starts at offset 0 of data.
+        return _cut_long_line(data, max_line_bytes, policy, counts)
+    if pos == 0:
+        return 0, b"", 0
+    payload = data[:pos] if pos < size else data
+    return pos, payload, payload.count(b"\n")
+
+
+def _cut_long_line(
+    data: bytes, max_line_bytes: int, policy: LongLinePolicy, counts: CutCounts
+) -> tuple[int, bytes, int]:
+    head = data[:max_line_bytes]
+    if policy is LongLinePolicy.SPLIT:
+        counts.split += 1
+        return max_line_bytes, head + b"\n", 1
+    if policy is LongLinePolicy.TRUNCATE:
+        counts.truncated += 1
+        return max_line_bytes, head + b"\n", 1
+    counts.skipped += 1
+    return max_line_bytes, b"", 0
+
+
+def is_mid_long_line(fd: int, offset: int, policy: LongLinePolicy, max_line_bytes: int) -> bool:
+    """Whether `offset` lies inside a long line whose rest is to be discarded."""
+    if offset == 0 or policy is LongLinePolicy.SPLIT:
+        return False
+    before = os.pread(fd, 1, offset - 1)
+    return before not in (b"\n", b"")
+
+
+def read_range(
+    fd: int,
+    stream: str,
+    start: int,
+    max_bytes: int,
+    max_line_bytes: int,
+    policy: LongLinePolicy,
+) -> Block | None:
+    """The block at `start` of an open file, cut as the tailer cuts it."""
+    mid = is_mid_long_line(fd, start, policy, max_line_bytes)
+    data, consumed, payload, lines = read_and_cut(
+        fd, start, max_bytes, max_line_bytes, policy, mid, CutCounts()
+    )
+    if consumed == 0:
+        return None
+    return Block(stream, start, start + consumed, payload, lines)
+
+
+def read_and_cut(
+    fd: int,
+    offset: int,
+    max_bytes: int,
+    max_line_bytes: int,
+    policy: LongLinePolicy,
+    mid_line: bool,
+    counts: CutCounts,
+) -> tuple[bytes, int, bytes, int]:
+    """Read at `offset` and cut; reads up to one long line more when no line fits."""
+    data = os.pread(fd, max_bytes, offset)
+    consumed, payload, lines = cut_block(data, max_line_bytes, policy, mid_line, counts)
+    if consumed == 0 and len(data) == max_bytes and max_bytes <= max_line_bytes:
+        data = os.pread(fd, max_line_bytes + 1, offset)
+        consumed, payload, lines = cut_block(data, max_line_bytes, policy, mid_line, counts)
+    return data, consumed, payload, lines
+
+
+@dataclass(slots=True)
+class Tailer:
+    """A stream being tailed: one file instance, its open handle and its offset."""
+
+    stream: str
+    source: str
+    topic: bytes
+    path: str
+    file_id: FileId
+    offset: int
+    max_line_bytes: int
+    policy: LongLinePolicy
+    fd: int | None = None
+    rotated: bool = False  # the path no longer names this file instance
+    discarding: bool = False  # inside a long line whose rest is dropped
+    last_size: int = 0  # the file's size when last seen
+    last_active: float = field(default_factory=time.monotonic)
+    counts: CutCounts = field(default_factory=CutCounts)
+
+    def open(self) -> bool:
+        """Reopen the file instance at `path`; False when it is not there any more."""
+        if self.fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        st = os.fstat(fd)
+        if not self.file_id.is_same_inode(st) or (
+            self.file_id.fingerprint.size and not has_prefix(fd, self.file_id.fingerprint)
+        ):
+            os.close(fd)
+            return False
+        self.fd = fd
+        self.discarding = is_mid_long_line(fd, self.offset, self.policy, self.max_line_bytes)
+        self.last_active = time.monotonic()
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def is_truncated(self) -> bool:
+        """Whether the file was cut back (copytruncate), even if it regrew past our offset."""
+        assert self.fd is not None
+        st = os.fstat(self.fd)
+        if st.st_size < self.offset:
+            return True
+        fp = self.file_id.fingerprint
+        if fp.size > 0 and not has_prefix(self.fd, fp):
+            return True
+        self.last_size = max(self.last_size, st.st_size)
+        return False
+
+    def is_deleted(self) -> bool:
+        assert self.fd is not None
+        return os.fstat(self.fd).st_nlink == 0
+
+    def pending_bytes(self) -> int:
+        assert self.fd is not None
+        size = os.fstat(self.fd).st_size
+        self.last_size = max(self.last_size, size)
+        return size - self.offset
+
+    def read_block(self, max_bytes: int) -> Block | None:
+        """The next block from the offset, or None when no complete line is there yet."""
+        assert self.fd is not None
+        data, consumed, payload, lines = read_and_cut(
+            self.fd,
+            self.offset,
+            max_bytes,
+            self.max_line_bytes,
+            self.policy,
+            self.discarding,
+            self.counts,
+        )
+        if consumed == 0:
+            return None
+        block = Block(self.stream, self.offset, self.offset + consumed, payload, lines)
+        self._advance(data, consumed, payload)
+        return block
+
+    def _advance(self, data: bytes, consumed: int, payload: bytes) -> None:
+        if self.policy is not LongLinePolicy.SPLIT:
+            # Ending off a newline means a long line's head was cut: drop its rest.
+            self.discarding = data[consumed - 1] != 0x0A
+        self.offset += consumed
+        self.last_active = time.monotonic()
+        if self.file_id.fingerprint.size < FINGERPRINT_BYTES and self.fd is not None:
+            fp = fingerprint_of_fd(self.fd)
+            if fp.size > self.file_id.fingerprint.size:
+                self.file_id = FileId(self.file_id.device, self.file_id.inode, fp)

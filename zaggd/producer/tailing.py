@@ -1,0 +1,165 @@
+"""TailerThread: the loop that turns file events into blocks for the publisher.
+
+It alone calls the StreamManager: paths from discovery, rescans on an
+interval, one block per ready stream per round (so one busy file cannot
+starve the others), idle handles closed, the offset store written when
+something changed. Blocks go to the publisher's bounded queue; when it is
+full the loop waits there, and reading stops: back-pressure to the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from zaggd import wire
+from zaggd.config import ProducerConfig
+from zaggd.metrics import Counters
+from zaggd.producer.discovery import Discovery
+from zaggd.producer.offsets import OffsetStore, StoredState
+from zaggd.producer.publisher import Outgoing, PublisherThread
+from zaggd.producer.streams import Announce, Registry, Retire, StreamManager
+from zaggd.producer.tailer import Block, Tailer
+from zaggd.service import Worker
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL_S = 0.5
+
+
+class TailerThread(Worker):
+    def __init__(
+        self,
+        config: ProducerConfig,
+        instance: str,
+        stored: StoredState | None,
+        store: OffsetStore,
+        registry: Registry,
+        publisher: PublisherThread,
+        counters: Counters,
+        on_crash: Callable[[str], None],
+    ) -> None:
+        super().__init__("zaggd-tailer", on_crash)
+        self.config = config
+        self.instance = instance
+        self.stored = stored
+        self.store = store
+        self.publisher = publisher
+        self.counters = counters
+        self.manager = StreamManager(config, registry, counters, self._emit)
+        self.discovery = Discovery(config.sources)
+        self.first_scan_done = threading.Event()
+        self.calls: queue.Queue[Callable[[], None]] = queue.Queue()
+        self.snapshot: dict[str, object] = {"streams": 0, "open": 0, "lag_bytes": 0}
+
+    def _emit(self, item: Block | Announce | Retire, tailer: Tailer | None) -> None:
+        out: Outgoing | Announce | Retire
+        if isinstance(item, Block):
+            assert tailer is not None
+            header = wire.DataHeader(
+                self.config.node,
+                item.stream,
+                tailer.source,
+                tailer.path,
+                item.start,
+                item.end,
+                item.lines,
+            )
+            out = Outgoing(tailer.topic, header, item.payload)
+        else:
+            out = item
+        self.publisher.put(out, self.stop_event.is_set, self.tick)
+
+    def work(self) -> None:
+        try:
+            if self.stored is not None:
+                self.manager.restore(self.stored)
+            self.discovery.start()
+            self.manager.rescan()
+        finally:
+            self.first_scan_done.set()
+        try:
+            self._loop()
+        finally:
+            self.discovery.stop()
+            self.save_state()
+            self.manager.close_all()
+
+    def _loop(self) -> None:
+        manager = self.manager
+        last_rescan = last_house = last_save = time.monotonic()
+        while not self.stop_event.is_set():
+            self.tick()
+            self._run_calls()
+            for path in self._take_paths(0.0 if manager.ready else 0.1):
+                manager.on_path(path)
+            now = time.monotonic()
+            if self.discovery.take_rescan_request() or now - last_rescan >= self.config.rescan_interval_s:
+                self.discovery.update_watches(self.config.sources)
+                manager.rescan()
+                last_rescan = now
+            manager.read_round(self.config.read_bytes)
+            if now - last_house >= HOUSEKEEPING_INTERVAL_S:
+                manager.close_finished(now)
+                self._refresh_snapshot()
+                last_house = now
+            if manager.dirty and now - last_save >= self.config.state_interval_s:
+                self.save_state()
+                last_save = now
+
+    def _take_paths(self, timeout_s: float) -> set[str]:
+        paths: set[str] = set()
+        try:
+            paths.add(self.discovery.paths.get(timeout=timeout_s) if timeout_s else self.discovery.paths.get_nowait())
+        except queue.Empty:
+            return paths
+        while len(paths) < 10000:
+            try:
+                paths.add(self.discovery.paths.get_nowait())
+            except queue.Empty:
+                break
+        return paths
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                call = self.calls.get_nowait()
+            except queue.Empty:
+                return
+            call()
+
+    def save_state(self) -> None:
+        try:
+            self.store.save(self.instance, time.time(), self.manager.records())
+            self.manager.dirty = False
+        except OSError as exc:
+            log.error("cannot write the offset store %s: %s", self.store.path, exc.strerror)
+
+    def apply_config(self, config: ProducerConfig) -> None:
+        """Runs on this thread (queued by reload): sources added, removed or changed."""
+        self.config = config
+        self.manager.apply_sources(config)
+        self.discovery.update_watches(config.sources)
+        self.manager.rescan()
+
+    def _refresh_snapshot(self) -> None:
+        m = self.manager
+        self.snapshot = {
+            "streams": len(m.tailers),
+            "open": m.open_handles(),
+            "lag_bytes": m.lag_bytes(),
+            "streams_detail": [
+                {
+                    "stream": t.stream,
+                    "source": t.source,
+                    "path": t.path,
+                    "offset": t.offset,
+                    "rotated": t.rotated,
+                    "open": t.fd is not None,
+                }
+                for t in list(m.tailers.values())[:1000]
+            ],
+        }

@@ -1,0 +1,133 @@
+"""The main loop: signals, sdnotify, watchdog pings, reload and stop.
+
+Signal handlers only enqueue. The main loop wakes on that queue or once a
+second, dispatches the signal, refreshes STATUS= and sends WATCHDOG=1 only
+when every worker thread is alive and has made progress since the last ping.
+The SystemdNotifier is used from this loop alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Protocol
+
+import sdnotify
+
+log = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S = 5.0
+
+
+class Worker(threading.Thread):
+    """A daemon thread whose loop calls `tick()` each turn; a crash stops the daemon."""
+
+    def __init__(self, name: str, on_crash: Callable[[str], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.progress = 0
+        self._on_crash = on_crash
+        self.stop_event = threading.Event()
+
+    def tick(self) -> None:
+        self.progress += 1
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except Exception:
+            log.error("thread %s crashed (a bug):\n%s", self.name, traceback.format_exc())
+            self._on_crash(self.name)
+
+    def work(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+class Daemon(Protocol):
+    def workers(self) -> list[Worker]: ...
+    def status_line(self) -> str: ...
+    def reload(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class Service:
+    """Carries a started daemon through its life until SIGTERM, then stops it."""
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[str] = queue.Queue()
+        self.notifier = sdnotify.SystemdNotifier()
+        self._last_progress: dict[str, int] = {}
+        self._crashed = False
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.events.put("term"))
+        signal.signal(signal.SIGINT, lambda *_: self.events.put("term"))
+        signal.signal(signal.SIGHUP, lambda *_: self.events.put("hup"))
+
+    def crash(self, thread_name: str) -> None:
+        self.events.put(f"crash:{thread_name}")
+
+    def notify(self, text: str) -> None:
+        self.notifier.notify(text)
+
+    def run(self, daemon: Daemon) -> int:
+        """Send READY=1 and loop until stopped; returns the exit status."""
+        self.notify("READY=1")
+        self.notify(f"STATUS={daemon.status_line()}")
+        log.info("ready")
+        next_status = time.monotonic() + STATUS_INTERVAL_S
+        while True:
+            try:
+                event = self.events.get(timeout=1.0)
+            except queue.Empty:
+                event = ""
+            if event == "term":
+                break
+            if event.startswith("crash:"):
+                self._crashed = True
+                break
+            if event == "hup":
+                self._reload(daemon)
+            now = time.monotonic()
+            if now >= next_status:
+                self.notify(f"STATUS={daemon.status_line()}")
+                next_status = now + STATUS_INTERVAL_S
+            if self._workers_progressing(daemon):
+                self.notify("WATCHDOG=1")
+        self.notify("STOPPING=1")
+        log.info("stopping: draining and writing state")
+        daemon.shutdown()
+        log.info("stopped")
+        return 1 if self._crashed else 0
+
+    def _reload(self, daemon: Daemon) -> None:
+        self.notify("RELOADING=1")
+        self.notify(f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            daemon.reload()
+        finally:
+            self.notify("READY=1")
+            self.notify(f"STATUS={daemon.status_line()}")
+
+    def _workers_progressing(self, daemon: Daemon) -> bool:
+        healthy = True
+        for worker in daemon.workers():
+            last = self._last_progress.get(worker.name, -1)
+            if not worker.is_alive() or worker.progress == last:
+                healthy = False
+                log.debug("thread %s is not making progress", worker.name)
+            self._last_progress[worker.name] = worker.progress
+        return healthy
+
+
+def watchdog_interval_s() -> float | None:
+    usec = os.environ.get("WATCHDOG_USEC")
+    return int(usec) / 1e6 if usec and usec.isdigit() else None
