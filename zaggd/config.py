@@ -5,6 +5,12 @@ is refused at start (exit) and at reload (the running config stays). Errors
 are one line: file, line, key, problem.
 
 Code holds ints in bytes and floats in seconds; the YAML may say 100MiB or 1d.
+Relative paths in a config (state_dir, globs, output.path, key files, ipc://
+endpoints) are taken from the config file's folder and stored absolute.
+
+Public: load(), load_producer(), load_collector(), parse_size(),
+parse_duration(), parse_endpoint() -> Endpoint. Line numbers come from
+yaml.compose() nodes, so nothing of the YAML is constructed but plain scalars.
 """
 
 from __future__ import annotations
@@ -1123,7 +1129,8 @@ def _exclude(val: _Val) -> list[str]:
     return _globs(val, resolve=False)
 
 
-def _read_source(val: _Val) -> Source:
+def _read_source(val: _Val) -> tuple[Source, _Val]:
+    """The source, and where its name was given (for the duplicate-name check)."""
     section = _Section(
         val,
         {
@@ -1132,7 +1139,8 @@ def _read_source(val: _Val) -> Source:
             "paths": _paths,
             "exclude": _exclude,
             "start_at": _choice(StartAt),
-            "max_line_bytes": _size(1024, 64 * 1024**2),
+            # Well under wire.MAX_BLOCK_BYTES, so a whole long line fits one block.
+            "max_line_bytes": _size(1024, 16 * 1024**2),
             "long_lines": _choice(LongLinePolicy),
         },
     )
@@ -1141,7 +1149,7 @@ def _read_source(val: _Val) -> Source:
     paths = section.require("paths", "a list of globs of the files to tail")
     default = Source(name, topic, ())
     exclude = tuple(dict.fromkeys([*_DEFAULT_EXCLUDE, *section.get("exclude", [])]))
-    return Source(
+    source = Source(
         name=name,
         topic=topic,
         paths=tuple(paths),
@@ -1150,6 +1158,7 @@ def _read_source(val: _Val) -> Source:
         max_line_bytes=section.get("max_line_bytes", default.max_line_bytes),
         long_lines=section.get("long_lines", default.long_lines),
     )
+    return source, section.vals["name"]
 
 
 def _read_sources(val: _Val) -> tuple[Source, ...]:
@@ -1159,21 +1168,12 @@ def _read_sources(val: _Val) -> tuple[Source, ...]:
     sources: list[Source] = []
     names: dict[str, str] = {}
     for item in items:
-        source = _read_source(item)
+        source, name_val = _read_source(item)
         if source.name in names:
-            _fail_duplicate_name(item, source.name, names[source.name])
+            name_val.fail(f"duplicate source name {source.name!r} (also {names[source.name]})")
         names[source.name] = item.path
         sources.append(source)
     return tuple(sources)
-
-
-def _fail_duplicate_name(item: _Val, name: str, first: str) -> NoReturn:
-    for key, value in _mapping_pairs(item):
-        if isinstance(key, ScalarNode) and key.value == "name":
-            item.at(value, f"{item.path}.name").fail(
-                f"duplicate source name {name!r} (also {first})"
-            )
-    item.fail(f"duplicate source name {name!r} (also {first})")
 
 
 def _default_node(root: _Val) -> str:
