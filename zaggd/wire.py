@@ -28,13 +28,19 @@ MAX_HEADER_BYTES = 4096
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
 MAX_HEARTBEAT_BYTES = 4 * 1024 * 1024
 MAX_PATH_CHARS = 4096
+MAX_REASON_CHARS = 200
+MAX_REPLAY_CHARS = 1024
 MAX_OFFSET = 2**63 - 1
 # Largest frame any message may carry: SUB sockets refuse bigger ones (ZMQ_MAXMSGSIZE).
 MAX_FRAME_BYTES = MAX_BLOCK_BYTES
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 STREAM_RE = re.compile(r"[0-9a-f]{16}\Z")
+REPLAY_SCHEMES = ("tcp://", "ipc://")
 _CONTROL_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f]")
+# Not allowed in text fields: C0 controls, DEL, C1 controls, and lone surrogates
+# (which JSON can spell as \ud800 escapes, and which have no UTF-8 form).
+_UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,20 +128,51 @@ def _dumps(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def wire_path(path: str) -> str:
+    """A file's path as the wire carries it: control characters and undecodable
+    bytes (surrogate escapes from os.fsdecode) become U+FFFD. The path is for
+    people and output formats only; no daemon finds a file by it."""
+    return _UNSAFE_TEXT.sub("\ufffd", path) or "\ufffd"
+
+
+def _fit_path(path: str, room: int) -> str:
+    """`path`, cut from the front and marked with '…', so its JSON takes at most `room` bytes."""
+    if len(_dumps(path)) <= room:
+        return path
+    low, high = 0, len(path)  # the most trailing characters that fit
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(_dumps("…" + path[len(path) - mid :])) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return "…" + path[len(path) - low :]
+
+
+def _cap_chars(path: str) -> str:
+    """`path`, cut from the front and marked with '…', to MAX_PATH_CHARS characters."""
+    return path if len(path) <= MAX_PATH_CHARS else "…" + path[-(MAX_PATH_CHARS - 1) :]
+
+
 def encode_data(topic: bytes, header: DataHeader, block: bytes | memoryview) -> list[Any]:
-    head = _dumps(
-        {
-            "v": VERSION,
-            "k": "data",
-            "node": header.node,
-            "stream": header.stream,
-            "source": header.source,
-            "path": header.path,
-            "start": header.start,
-            "end": header.end,
-            "lines": header.lines,
-        }
-    )
+    fields: dict[str, object] = {
+        "v": VERSION,
+        "k": "data",
+        "node": header.node,
+        "stream": header.stream,
+        "source": header.source,
+        "path": wire_path(header.path),
+        "start": header.start,
+        "end": header.end,
+        "lines": header.lines,
+    }
+    head = _dumps(fields)
+    if len(head) > MAX_HEADER_BYTES:
+        # A very deep path: shorten it rather than send a header every collector drops.
+        path = str(fields["path"])
+        room = MAX_HEADER_BYTES - (len(head) - len(_dumps(path)))
+        fields["path"] = _fit_path(path, room)
+        head = _dumps(fields)
     return [topic, head, block]
 
 
@@ -144,7 +181,10 @@ def encode_heartbeat(hb: Heartbeat) -> list[bytes]:
         {"v": VERSION, "k": "hb", "node": hb.node, "instance": hb.instance, "replay": hb.replay}
     )
     body = _dumps(
-        [[s.stream, s.topic.decode("utf-8"), s.source, s.path, s.end] for s in hb.streams]
+        [
+            [s.stream, s.topic.decode("utf-8"), s.source, _cap_chars(wire_path(s.path)), s.end]
+            for s in hb.streams
+        ]
     )
     return [CONTROL_TOPIC, head, body]
 
@@ -188,7 +228,7 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     if len(frames) != 3:
         raise ProtocolError(f"expected 3 frames, got {len(frames)}")
     topic_frame, head_frame, body = frames
-    if len(topic_frame) > MAX_TOPIC_BYTES + len(CONTROL_TOPIC):
+    if len(topic_frame) > MAX_TOPIC_BYTES:
         raise ProtocolError(f"topic of {len(topic_frame)} bytes exceeds {MAX_TOPIC_BYTES}")
     if len(head_frame) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {len(head_frame)} bytes exceeds {MAX_HEADER_BYTES}")
@@ -218,7 +258,7 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
             stream=_stream(head),
             start=_offset(head, "start"),
             end=_end(head),
-            reason=_text(head, "reason", 200),
+            reason=_text(head, "reason", MAX_REASON_CHARS),
         )
     if kind == "hello":
         _expect_control(topic, body)
@@ -226,11 +266,31 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     raise ProtocolError(f"unknown message kind {kind!r:.40}")
 
 
-def _load_header(raw: bytes) -> dict[str, Any]:
+def _load_json(raw: bytes, what: str) -> Any:
+    """Strict JSON: UTF-8 only, no NaN or Infinity, no key twice in an object."""
     try:
-        head = json.loads(raw)
+        return json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_unique_keys,
+        )
     except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"header is not JSON: {exc}") from None
+        raise ProtocolError(f"{what} is not JSON: {exc!s:.100}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("a key appears twice in an object")
+    return obj
+
+
+def _load_header(raw: bytes) -> dict[str, Any]:
+    head = _load_json(raw, "header")
     if not isinstance(head, dict):
         raise ProtocolError("header is not a JSON object")
     version = head.get("v")
@@ -274,11 +334,8 @@ def _decode_heartbeat(topic: bytes, head: dict[str, Any], body: bytes | memoryvi
         raise ProtocolError("heartbeat off the control topic")
     if len(body) > MAX_HEARTBEAT_BYTES:
         raise ProtocolError(f"heartbeat body of {len(body)} bytes exceeds {MAX_HEARTBEAT_BYTES}")
-    replay = _text(head, "replay", 1024)
-    try:
-        rows = json.loads(bytes(body))
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"heartbeat body is not JSON: {exc}") from None
+    replay = _replay_endpoint(head)
+    rows = _load_json(bytes(body), "heartbeat body")
     if not isinstance(rows, list):
         raise ProtocolError("heartbeat body is not a JSON array")
     streams = []
@@ -287,7 +344,11 @@ def _decode_heartbeat(topic: bytes, head: dict[str, Any], body: bytes | memoryvi
             raise ProtocolError("heartbeat stream entry is not a 5-element array")
         sid, topic_text, source, path, end = row
         fields = {"stream": sid, "source": source, "path": path, "end": end}
-        if not isinstance(topic_text, str) or not is_valid_topic(topic_text.encode("utf-8")):
+        if (
+            not isinstance(topic_text, str)
+            or _UNSAFE_TEXT.search(topic_text)
+            or not is_valid_topic(topic_text.encode("utf-8"))
+        ):
             raise ProtocolError("heartbeat stream entry has an invalid topic")
         streams.append(
             StreamInfo(
@@ -338,8 +399,10 @@ def _stream(head: dict[str, Any]) -> str:
 
 def _path(head: dict[str, Any]) -> str:
     value = head.get("path")
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_PATH_CHARS or "\x00" in value:
-        raise ProtocolError("path: expected a non-empty string without NUL")
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_PATH_CHARS:
+        raise ProtocolError(f"path: expected a string of 1 to {MAX_PATH_CHARS} characters")
+    if _UNSAFE_TEXT.search(value):
+        raise ProtocolError("path: control characters or lone surrogates")
     return value
 
 
@@ -347,6 +410,15 @@ def _text(head: dict[str, Any], key: str, max_chars: int) -> str:
     value = head.get(key)
     if not isinstance(value, str) or len(value) > max_chars:
         raise ProtocolError(f"{key}: expected a string of at most {max_chars} characters")
+    if _UNSAFE_TEXT.search(value):
+        raise ProtocolError(f"{key}: control characters or lone surrogates")
+    return value
+
+
+def _replay_endpoint(head: dict[str, Any]) -> str:
+    value = _text(head, "replay", MAX_REPLAY_CHARS)
+    if value and (not value.startswith(REPLAY_SCHEMES) or _CONTROL_CHARS.search(value)):
+        raise ProtocolError('replay: expected "" or a tcp:// or ipc:// endpoint without spaces')
     return value
 
 
