@@ -227,3 +227,121 @@ def stop_all(*daemons: Daemon) -> None:
             d.stop()
         except AssertionError:
             d.kill()
+
+
+# -- collector output: the write path without sockets, and rotated output ---------
+
+
+class OutputHarness:
+    """The subscriber's write path on real files, minus sockets: route, before_write,
+    open (checkpointed before its first byte), append; `save()` is its write_checkpoint.
+
+    Time is an argument: every write and check takes `now`.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        rotate: Any,
+        start_worker: bool = False,
+        template: str = "out/{topic}/{node}.log",
+    ) -> None:
+        from zaggd.collector.checkpoint import Checkpoint
+        from zaggd.collector.rotation import Rotation
+        from zaggd.collector.writer import Writer
+        from zaggd.config import OutputConfig
+        from zaggd.metrics import COLLECTOR_COUNTERS, Counters
+
+        self.folder = folder
+        self.template = template
+        self.output = OutputConfig(path=str(folder / template), rotate=rotate)
+        self.writer = Writer(self.output)
+        self.counters = Counters(COLLECTOR_COUNTERS)
+        self.checkpoint = Checkpoint(str(folder / "state"))
+        os.makedirs(folder / "state", exist_ok=True)
+        self.offsets: dict[str, int] = {}
+        self.now = 0.0
+        self.rotation = Rotation(self.output, self.writer, self.counters, start_worker=start_worker)
+        self.rotation.checkpoint = self.save
+        self.restored: Any = None
+
+    def save(self) -> None:
+        from zaggd.collector.checkpoint import CheckpointState
+        from zaggd.collector.writer import describe_files
+
+        self.writer.sync(True)
+        state = CheckpointState(
+            streams={key: [offset, "t", "src", "/p"] for key, offset in self.offsets.items()},
+            files=describe_files(self.writer),
+            nodes=[],
+            rotations=self.rotation.intents(),
+        )
+        self.checkpoint.save(state)
+        self.rotation.after_checkpoint(self.now)
+
+    def write(self, lines: list[bytes], now: float, node: str = "n1", stream: str = "s1") -> str:
+        """Append one block of `lines` from `node/stream`; the live path it went to."""
+        self.now = now
+        block = b"".join(lines)
+        path = self.writer.route(b"t", node, "src", now)
+        path = self.rotation.before_write(path, now, len(block))
+        if not self.writer.is_open(path):
+            self.writer.open(path)
+            checkpoint = self.rotation.checkpoint  # save(), unless a test put a kill there
+            assert checkpoint is not None
+            checkpoint()
+        key = f"{node}/{stream}"
+        start = self.offsets.get(key, 0)
+        self.writer.append(self.writer.files[path], block, len(lines), key, start, start + len(block))
+        self.offsets[key] = start + len(block)
+        return path
+
+    def restart(self, start_worker: bool = False) -> OutputHarness:
+        """A new process's view after kill -9: load the checkpoint, recover, cut files back."""
+        from zaggd.collector.daemon import recover_files
+
+        self.rotation.stop()
+        self.writer.close_all()  # what the OS had; recover_files cuts it back
+        new = OutputHarness(self.folder, self.output.rotate, start_worker, self.template)
+        restored = new.checkpoint.load()
+        assert restored is not None
+        new.rotation.recover(restored)
+        recover_files(restored)
+        new.offsets = {key: int(value[0]) for key, value in restored.streams.items()}
+        new.restored = restored
+        return new
+
+    def close(self) -> None:
+        self.rotation.stop()
+        self.writer.close_all()
+
+
+def rotated_output(folder: Path) -> dict[str, bytes]:
+    """Per live file name: its archives in name order (gunzipped) and then the live file.
+
+    A rotated file present both plain and compressed would double its lines:
+    that is an error here, as it would be for a user concatenating them.
+    """
+    import gzip
+
+    from zaggd.collector.manifest import parse_rotated
+
+    parts: dict[str, list[tuple[str, bytes]]] = {}
+    live: dict[str, bytes] = {}
+    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    bases = set()
+    for name in names:
+        parsed = parse_rotated(name)
+        if parsed is None:
+            live[name] = (folder / name).read_bytes()
+            continue
+        if parsed.ext not in ("", ".gz"):
+            continue
+        assert parsed.base not in bases, f"{parsed.base} is there both plain and compressed"
+        bases.add(parsed.base)
+        data = (folder / name).read_bytes()
+        parts.setdefault(parsed.live, []).append((name, gzip.decompress(data) if parsed.ext else data))
+    out = {}
+    for name in sorted(set(parts) | set(live)):
+        out[name] = b"".join(data for _, data in sorted(parts.get(name, []))) + live.get(name, b"")
+    return out

@@ -96,7 +96,7 @@ class PublishConfig:
     replay: tuple[str, ...] = ()
     advertise: str | None = None
     heartbeat_interval_s: float = 1.0
-    send_hwm: int = 1000
+    send_hwm: int = 16  # messages; a block is up to read_bytes
     curve: CurveConfig | None = None
     pgm: PgmConfig = field(default_factory=PgmConfig)
 
@@ -109,7 +109,7 @@ class ProducerConfig:
     publish: PublishConfig
     sources: tuple[Source, ...]
     rescan_interval_s: float = 10.0
-    read_bytes: int = 1048576
+    read_bytes: int = 262144
     close_idle_s: float = 300.0
     max_open_files: int = 1024
     state_interval_s: float = 1.0
@@ -124,7 +124,7 @@ class SubscribeConfig:
     replay: str | None = None
     topics: tuple[str, ...] = ("",)
     start_at: StartAt = StartAt.BEGINNING
-    receive_hwm: int = 1000
+    receive_hwm: int = 16  # messages; a block is up to read_bytes
     max_nodes: int = 1000
     max_streams_per_node: int = 100000
     curve: CurveConfig | None = None
@@ -1211,7 +1211,7 @@ def _read_producer(root: _Val) -> ProducerConfig:
         publish=publish,
         sources=sources,
         rescan_interval_s=section.get("rescan_interval", 10.0),
-        read_bytes=section.get("read_bytes", 1048576),
+        read_bytes=section.get("read_bytes", 262144),
         close_idle_s=section.get("close_idle", 300.0),
         max_open_files=section.get("max_open_files", 1024),
         state_interval_s=section.get("state_interval", 1.0),

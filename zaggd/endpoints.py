@@ -7,7 +7,7 @@ sockets must stay on one thread.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import zmq
 
@@ -26,8 +26,17 @@ def apply_pgm(sock: zmq.Socket, pgm: PgmConfig) -> None:  # type: ignore[type-ar
     sock.setsockopt(zmq.MULTICAST_HOPS, pgm.hops)
 
 
-def attach(sock: zmq.Socket, bind: Iterable[str], connect: Iterable[str]) -> list[str]:  # type: ignore[type-arg]
-    """Bind and connect `sock`; returns the endpoints actually bound (ports resolved)."""
+def attach(
+    sock: zmq.Socket,  # type: ignore[type-arg]
+    bind: Iterable[str],
+    connect: Iterable[str],
+    before_connect: Callable[[int], None] | None = None,
+) -> list[str]:
+    """Bind and connect `sock`; returns the endpoints actually bound (ports resolved).
+
+    `before_connect(i)` runs before the i-th connect: a CURVE client pins each
+    binder's own server key there (libzmq reads it at connect time).
+    """
     bound = []
     for endpoint in bind:
         try:
@@ -35,7 +44,9 @@ def attach(sock: zmq.Socket, bind: Iterable[str], connect: Iterable[str]) -> lis
         except zmq.ZMQError as exc:
             raise ZaggdError(f"cannot bind {endpoint}: {exc.strerror}") from None
         bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-    for endpoint in connect:
+    for index, endpoint in enumerate(connect):
+        if before_connect is not None:
+            before_connect(index)
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:

@@ -70,6 +70,10 @@ def build_tools(as_root: None) -> None:
     missing = [
         pkg for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool, path=SYSTEM_PATH) is None
     ]
+    # The Python build backends the Debian python3 needs (pybuild, make rpm).
+    modules = run_host(["python3", "-c", "import build, installer, setuptools, wheel"])
+    if modules.returncode != 0:
+        missing += ["pybuild-plugin-pyproject", "python3-setuptools", "python3-wheel"]
     assert not missing, f"install the package build tools: apt-get install {' '.join(missing)}"
 
 

@@ -75,20 +75,22 @@ def missing_reason() -> str | None:
         return "needs root (debootstrap, systemd-nspawn, cgroups)"
     if not any(root.is_dir() for root in CGROUP_ROOTS):
         return "no name=systemd or unified cgroup hierarchy under /sys/fs/cgroup"
-    missing = [pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None]
-    if missing and shutil.which("apt-get"):
+    missing = [pkg for tool, pkg in HOST_TOOLS.items() if not _has_tool(tool)]
+    if missing and _has_tool("apt-get"):
         env = {"PATH": CONTAINER_PATH, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", *missing],
-            env=env,
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
-    still = [tool for tool in HOST_TOOLS if shutil.which(tool) is None]
+        for argv in (
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+        ):
+            subprocess.run(argv, env=env, capture_output=True, timeout=600, check=False)
+    still = [tool for tool in HOST_TOOLS if not _has_tool(tool)]
     if still:
         return f"cannot install {', '.join(still)} (apt-get install {' '.join(missing)} failed)"
     return None
+
+
+def _has_tool(name: str) -> bool:
+    return shutil.which(name, path=CONTAINER_PATH) is not None
 
 
 def debian_mirror() -> str:
@@ -184,21 +186,23 @@ def copy_tree(source: Path, dest: Path) -> None:
     _checked(["cp", "-a", "--reflink=auto", f"{source}/.", str(dest)], timeout_s=300)
 
 
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(comm, parent pid, start time) of a process, or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm is in parentheses and may hold spaces: the fields follow the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return stat[stat.index("(") + 1 : stat.rindex(")")], int(fields[1]), int(fields[19])
+
+
 def _children(pid: int) -> list[tuple[int, str]]:
     """(pid, comm) of the processes whose parent is pid."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # comm is in parentheses and may contain spaces: split after the last ')'.
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == pid:
-            found.append((int(entry.name), comm))
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) and stat[1] == pid:
+            found.append((int(entry.name), stat[0]))
     return found
 
 
@@ -211,6 +215,7 @@ class Container:
         self.launcher: subprocess.Popen[bytes] | None = None
         self.nspawn_pid: int | None = None
         self.pid1: int | None = None
+        self.pid1_start = 0  # its start time, so a reused PID is never signalled
         self.console_log = root.parent / f"{name}.console.log"
 
     # -- lifecycle -------------------------------------------------------
@@ -275,19 +280,27 @@ class Container:
                 return False
             self.nspawn_pid = nspawn[0]
         systemd = [pid for pid, comm in _children(self.nspawn_pid) if comm == "systemd"]
-        if systemd:
-            self.pid1 = systemd[0]
+        stat = _stat(systemd[0]) if systemd else None
+        if stat:
+            self.pid1, self.pid1_start = systemd[0], stat[2]
         return self.pid1 is not None
+
+    def _is_pid1_alive(self) -> bool:
+        stat = _stat(self.pid1) if self.pid1 is not None else None
+        return stat is not None and stat[2] == self.pid1_start
 
     def _wait_running(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         state = ""
         while time.monotonic() < deadline:
-            proc = self.run(
-                "systemctl is-system-running --wait",
-                check=False,
-                timeout_s=max(1.0, deadline - time.monotonic()),
-            )
+            try:
+                proc = self.run(
+                    "systemctl is-system-running --wait",
+                    check=False,
+                    timeout_s=max(1.0, deadline - time.monotonic()),
+                )
+            except subprocess.TimeoutExpired:
+                break
             state = proc.stdout.strip()
             if state in ("running", "degraded"):
                 return
@@ -295,7 +308,13 @@ class Container:
         raise NspawnError(f"container {self.name} not running after {timeout_s} s: {state!r}")
 
     def stop(self, timeout_s: float = 30) -> None:
-        """SIGTERM nspawn (through timeout(1), which forwards it), wait, clean up."""
+        """SIGTERM nspawn (timeout(1) forwards it), wait, make sure, clean up.
+
+        nspawn turns SIGTERM into a clean shutdown of the container; timeout(1)
+        SIGKILLs nspawn 20 s later if it is still running. Whatever is left
+        after that (a container PID 1 orphaned by a killed nspawn) is
+        SIGKILLed, which ends its whole pid namespace.
+        """
         launcher, self.launcher = self.launcher, None
         if launcher is not None and launcher.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -303,14 +322,14 @@ class Container:
             try:
                 launcher.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                # The container ignored a clean shutdown: end its PID 1 (which
-                # ends its whole pid namespace), then the launcher's group.
-                if self.pid1 is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(self.pid1, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(launcher.pid, signal.SIGKILL)
                 launcher.wait(timeout=10)
+        if self._is_pid1_alive():
+            assert self.pid1 is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid1, signal.SIGKILL)
+            wait_until(lambda: not self._is_pid1_alive(), timeout_s=10)
         self.pid1 = None
         self.nspawn_pid = None
         for cg in self._cgroup_dirs():

@@ -98,7 +98,7 @@ class Collector:
             from zaggd.collector.rotation import Rotation
         except ImportError:
             return None
-        rotation = Rotation(self.config.output, writer, self.counters)
+        rotation = Rotation(self.config.output, writer, self.counters, on_crash=self.service.crash)
         if restored is not None:
             rotation.recover(restored)
         return rotation
@@ -138,6 +138,10 @@ class Collector:
         except ZaggdError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return
+        if self.config.subscribe.curve is not None:
+            from zaggd.security import reload_allowlist
+
+            reload_allowlist(self.context)  # keys may come and go with the config unchanged
         if new == self.config:
             log.info("reloaded %s: nothing changed", new.path)
             return
@@ -156,7 +160,9 @@ class Collector:
         writer.close_all()
         writer = Writer(new.output)
         self.config = new
-        self.rotation = self._make_rotation(writer, None)
+        if self.rotation is not None:
+            self.rotation.stop()  # its pending seals are in the checkpoint: the new one resumes them
+        self.rotation = self._make_rotation(writer, restored)
         if restored is not None:
             recover_files(restored)
         self.subscriber = SubscriberThread(

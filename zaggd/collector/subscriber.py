@@ -72,6 +72,8 @@ class SubscriberThread(Worker):
         self.checkpoint = checkpoint
         self.writer = writer
         self.rotation = rotation
+        if rotation is not None:
+            rotation.checkpoint = self.write_checkpoint  # a rotation records its intent first
         self.started = __import__("threading").Event()
         self.error: Exception | None = None
         self.bound: list[str] = []
@@ -83,6 +85,8 @@ class SubscriberThread(Worker):
         self._router: zmq.Socket | None = None  # type: ignore[type-arg]
         self._sub: zmq.Socket | None = None  # type: ignore[type-arg]
         self._poller = zmq.Poller()
+        # Under CURVE with allow_dir: the node a message's key may speak as (None: no one).
+        self.key_node: Callable[[zmq.Frame], str | None] | None = None
         self._logged_bad: set[str] = set()
         self._held: tuple[wire.Message, bool] | None = None
         self._blocked_until = 0.0
@@ -135,14 +139,18 @@ class SubscriberThread(Worker):
         limit_incoming(sub)
         if any(is_multicast(e) for e in (*cfg.bind, *cfg.connect)):
             apply_pgm(sub, cfg.pgm)
+        before_connect = None
         if cfg.curve is not None:
-            from zaggd.security import apply_curve
+            from zaggd.security import apply_curve, node_of_key, pin_server_keys
 
             apply_curve(sub, cfg.curve, cfg.bind != ())
+            before_connect = pin_server_keys(sub, cfg.curve)
+            if cfg.bind:
+                self.key_node = node_of_key(self.context)
         sub.setsockopt(zmq.SUBSCRIBE, wire.CONTROL_TOPIC)
         for topic in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
-        self.bound = attach(sub, cfg.bind, cfg.connect)
+        self.bound = attach(sub, cfg.bind, cfg.connect, before_connect)
         self._poller.register(sub, zmq.POLLIN)
         if cfg.bind and cfg.replay:
             router = self.context.socket(zmq.ROUTER)
@@ -197,8 +205,14 @@ class SubscriberThread(Worker):
         is_router = sock is self._router
         from_replay = sock is not self._sub
         for _ in range(BATCH_MESSAGES):
+            key_node = None
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                if self.key_node is None:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                else:
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    key_node = self.key_node(parts[-1])
+                    frames = [part.bytes for part in parts]
             except zmq.Again:
                 return
             routing_id = b""
@@ -209,12 +223,25 @@ class SubscriberThread(Worker):
             except ProtocolError as exc:
                 self._drop("malformed message", str(exc))
                 continue
+            if self.key_node is not None and not self._is_own_node(msg, key_node):
+                continue
             if isinstance(msg, wire.Hello):
                 if is_router:
                     self._hello(msg, routing_id)
                 continue
             if not self._handle(msg, from_replay):
                 return
+
+    def _is_own_node(self, msg: wire.Message, key_node: str | None) -> bool:
+        """Under CURVE a producer speaks only as the node its key is named after."""
+        from zaggd.security import message_node
+
+        node = message_node(msg)
+        if node == key_node:
+            return True
+        self.counters.add("node_key_mismatches")
+        self._drop("node id not bound to the sender's key", f"key {key_node or '(revoked)'} sent as node {node}")
+        return False
 
     def _handle(self, msg: wire.Message, from_replay: bool) -> bool:
         """Handle one message; False when it is held for a retry (disk full)."""
@@ -398,13 +425,13 @@ class SubscriberThread(Worker):
             dealer.setsockopt(zmq.LINGER, 0)
             dealer.setsockopt(zmq.RCVHWM, 64)
             limit_incoming(dealer)
-            if self.config.subscribe.curve is not None:
-                from zaggd.security import apply_curve_for
-
-                apply_curve_for(dealer, self.config.subscribe.curve, endpoint, self.config.subscribe.connect)
             try:
+                if self.config.subscribe.curve is not None:
+                    from zaggd.security import apply_curve_for
+
+                    apply_curve_for(dealer, self.config.subscribe.curve, endpoint, self.config.subscribe.connect, node.name)
                 dealer.connect(endpoint)
-            except zmq.ZMQError as exc:
+            except (zmq.ZMQError, ZaggdError) as exc:
                 dealer.close(linger=0)
                 self._drop("bad replay endpoint", f"{endpoint}: {exc}")
                 return

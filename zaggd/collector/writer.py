@@ -28,7 +28,6 @@ from zaggd.errors import ZaggdError
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-WRITE_BUFFER_BYTES = 1048576
 
 
 def safe_component(value: str) -> str:
@@ -147,7 +146,8 @@ class Writer:
         if out is not None:
             return out
         os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
-        fh = open(path, "ab", buffering=WRITE_BUFFER_BYTES)  # noqa: SIM115 - kept open across writes
+        # Unbuffered: each block is one write(2), visible to readers at once (latency).
+        fh = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across writes
         size = os.fstat(fh.fileno()).st_size
         out = OutFile(path, fh, size if known_size is None else known_size)
         self.files[path] = out
@@ -156,7 +156,9 @@ class Writer:
     def append(self, out: OutFile, data: bytes, lines: int, key: str, start: int, end: int) -> None:
         if data:
             try:
-                out.fh.write(data)
+                view = memoryview(data)
+                while view:
+                    view = view[out.fh.write(view) :]
             except OSError:
                 self._undo(out)
                 raise
@@ -180,7 +182,7 @@ class Writer:
             os.ftruncate(fd, out.size)
         finally:
             os.close(fd)
-        out.fh = open(out.path, "ab", buffering=WRITE_BUFFER_BYTES)  # noqa: SIM115
+        out.fh = open(out.path, "ab", buffering=0)  # noqa: SIM115
 
     def sync(self, fsync: bool) -> None:
         """Flush every written file to the OS, and to disk when `fsync`."""

@@ -126,6 +126,10 @@ class Producer:
         if new.node != old.node or new.state_dir != old.state_dir:
             log.error("reload refused: node and state_dir cannot change while running; restart instead")
             return
+        if old.publish.curve is not None:
+            from zaggd.security import reload_allowlist
+
+            reload_allowlist(self.context)  # keys may come and go with the config unchanged
         self.config = new
         if new.publish != old.publish:
             self._restart_sockets()

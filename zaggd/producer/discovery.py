@@ -13,12 +13,14 @@ import logging
 import os
 import queue
 import re
+import stat
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from zaggd.config import Source
 
@@ -83,7 +85,7 @@ def source_of(path: str, sources: tuple[Source, ...]) -> Source | None:
 def watch_root(pattern: str) -> tuple[str, bool]:
     """The folder to watch for a glob, and whether to watch below it."""
     parts = pattern.split("/")
-    fixed = []
+    fixed: list[str] = []
     for part in parts[:-1]:
         if _MAGIC.search(part):
             return "/".join(fixed) or "/", True
@@ -91,26 +93,59 @@ def watch_root(pattern: str) -> tuple[str, bool]:
     return "/".join(fixed) or "/", False
 
 
-def scan(sources: tuple[Source, ...]) -> dict[str, Source]:
-    """Every regular file the sources name now, each with its source."""
-    found: dict[str, Source] = {}
+def scan(sources: tuple[Source, ...]) -> dict[str, tuple[Source, os.stat_result]]:
+    """Every regular file the sources name now (never through a symlink), with its source."""
+    found: dict[str, tuple[Source, os.stat_result]] = {}
     for source in sources:
         for pattern in source.paths:
             for path in glob.iglob(pattern, recursive=True):
                 if path in found or is_excluded(path, source):
                     continue
-                if os.path.isfile(path):
-                    found[path] = source
+                try:
+                    st = os.stat(path, follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found[path] = (source, st)
     return found
 
 
-class _Handler(FileSystemEventHandler):  # type: ignore[misc]
+# Opening and reading a file (ours included) says nothing about its content;
+# a folder's "modified" only echoes the file events that come anyway.
+_IGNORED_EVENTS = frozenset({"opened", "closed_no_write", "attrib"})
+_FOLDER_EVENTS = frozenset({"created", "moved", "deleted"})
+
+
+def _event_filter() -> list[type[FileSystemEvent]] | None:
+    """The events worth waking up for (watchdog >= 4 filters them in inotify itself)."""
+    try:
+        from watchdog import events as ev
+
+        return [
+            ev.FileCreatedEvent,
+            ev.FileModifiedEvent,
+            ev.FileMovedEvent,
+            ev.FileDeletedEvent,
+            ev.FileClosedEvent,
+            ev.DirCreatedEvent,
+            ev.DirMovedEvent,
+            ev.DirDeletedEvent,
+        ]
+    except AttributeError:
+        return None
+
+
+class _Handler(FileSystemEventHandler):
     def __init__(self, discovery: Discovery) -> None:
         self.discovery = discovery
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _IGNORED_EVENTS:
+            return
         if event.is_directory:
-            self.discovery.request_rescan()
+            # A new or moved folder may hold files made before it was watched.
+            if event.event_type in _FOLDER_EVENTS:
+                self.discovery.request_rescan()
             return
         self.discovery.put(_text(event.src_path))
         dest = getattr(event, "dest_path", "")
@@ -134,9 +169,9 @@ class Discovery:
     def __init__(self, sources: tuple[Source, ...], max_queued: int = 65536) -> None:
         self.paths: queue.Queue[str] = queue.Queue(maxsize=max_queued)
         self._rescan = threading.Event()
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
         self._handler = _Handler(self)
-        self._watched: dict[tuple[str, bool], object] = {}
+        self._watched: dict[tuple[str, bool], ObservedWatch] = {}
         self.sources = sources
 
     def put(self, path: str) -> None:
@@ -173,10 +208,22 @@ class Discovery:
             if key in self._watched or not os.path.isdir(root):
                 continue
             try:
-                self._watched[key] = self._observer.schedule(self._handler, root, recursive=recursive)
+                self._watched[key] = self._schedule(root, recursive)
                 log.info("watching %s%s", root, " and below" if recursive else "")
             except OSError as exc:
                 log.warning("cannot watch %s: %s (the rescan still finds its files)", root, exc)
+
+    def _schedule(self, root: str, recursive: bool) -> ObservedWatch:
+        assert self._observer is not None
+        wanted = _event_filter()
+        if wanted is not None:
+            try:
+                return self._observer.schedule(
+                    self._handler, root, recursive=recursive, event_filter=wanted
+                )
+            except TypeError:
+                pass  # watchdog < 4 has no event_filter: the handler ignores the rest
+        return self._observer.schedule(self._handler, root, recursive=recursive)
 
     def stop(self) -> None:
         if self._observer is not None:

@@ -29,6 +29,8 @@ class StreamRecord:
     file_id: FileId
     offset: int
     rotated: bool
+    finished: bool = False  # read to its end and gone; announced until retired
+    last_size: int = 0  # the largest size the file was seen at
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,8 @@ class StreamRecord:
             "fingerprint": self.file_id.fingerprint.to_json(),
             "offset": self.offset,
             "rotated": self.rotated,
+            "finished": self.finished,
+            "last_size": self.last_size,
         }
 
     @classmethod
@@ -54,6 +58,8 @@ class StreamRecord:
             ),
             offset=int(raw["offset"]),
             rotated=bool(raw["rotated"]),
+            finished=bool(raw.get("finished", False)),
+            last_size=int(raw.get("last_size", raw["offset"])),
         )
 
 

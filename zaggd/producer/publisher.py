@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_ROUNDS = 10
 MAX_STREAMS_PER_HEARTBEAT = 2000
-QUEUE_BLOCKS = 64
+QUEUE_BLOCKS = 8
+DRAIN_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +113,13 @@ class PublisherThread(Worker):
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for collectors not there
         if any(is_multicast(e) for e in (*self.config.bind, *self.config.connect)):
             apply_pgm(sock, self.config.pgm)
+        before_connect = None
         if self.config.curve is not None:
-            from zaggd.security import apply_curve
+            from zaggd.security import apply_curve, pin_server_keys
 
             apply_curve(sock, self.config.curve, self.config.bind != ())
-        self.bound = attach(sock, self.config.bind, self.config.connect)
+            before_connect = pin_server_keys(sock, self.config.curve)
+        self.bound = attach(sock, self.config.bind, self.config.connect, before_connect)
 
     def _loop(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         interval_s = self.config.heartbeat_interval_s
@@ -169,15 +172,24 @@ class PublisherThread(Worker):
         self.counters.add("bytes_out", len(out.payload))
         self.counters.add("blocks_out")
 
-    def _send(self, sock: zmq.Socket, frames: list[object]) -> None:  # type: ignore[type-arg]
-        """Send without dropping: wait for room at the high-water mark."""
+    def _send(self, sock: zmq.Socket, frames: list[object]) -> bool:  # type: ignore[type-arg]
+        """Send without dropping: wait for room at the high-water mark.
+
+        When stopping, the wait is bounded: what a stuck collector did not take
+        it gets by replay later.
+        """
+        deadline = None
         while True:
             try:
                 sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                return
+                return True
             except zmq.Again:
                 self.counters.add("send_waits")
                 self.tick()
+                if self.stop_event.is_set():
+                    deadline = deadline or time.monotonic() + DRAIN_TIMEOUT_S
+                    if time.monotonic() > deadline:
+                        return False
                 sock.poll(100, zmq.POLLOUT)
                 self._drain_subscriptions(sock)
 

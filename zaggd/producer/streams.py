@@ -1,37 +1,72 @@
 """StreamManager: which file instance each stream is, through rotation and restarts.
 
-It owns every Tailer and answers the events of a file's life: a new file at a
-watched path, a rename (the old instance is read to its very end, the new one
-starts at 0), a truncation (copytruncate: the unread bytes are taken from the
-rotated copy, found by fingerprint), a deletion, idleness, a restart (streams
-found again by identity, wherever they were renamed to).
+It owns every Tailer and answers the events of a file's life:
 
-Bytes that can no longer be had are counted and logged once, with the stream
-and the byte range. Only the tailer thread calls into this class.
+- a new file at a watched path becomes a stream, read from offset 0 (or, for
+  files found at the very first start, from `start_at`);
+- a rename (logrotate `create`, `dateext`, apps that reopen): the old
+  instance is followed by inode under its new name and read to its very end,
+  as long as it grows; the new file at the path is a new stream from 0;
+- a truncation (copytruncate), also one that regrew past our offset between
+  two looks (the first bytes differ): the unread rest comes from the rotated
+  copy, found by fingerprint in the same folder; the path starts anew;
+- a deletion: the open handle is read to its end, then closed;
+- idleness: handles of idle files are closed after `close_idle` and reopened
+  when the file grows, and never more than `max_open_files` are open;
+- a restart: every stored stream is found again by identity wherever it was
+  renamed, copied or compressed to while we were stopped, and rotated files
+  we never saw (created and rotated away while stopped) are read from 0.
+
+A finished stream (read to its end, file gone) stays announced for a while so
+that heartbeats still tell collectors its end and replays can still be asked,
+then it is retired. Bytes that can no longer be had are counted in
+`bytes_lost` and logged once, with the stream and the byte range. Only the
+tailer thread calls into this class.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from zaggd.config import LongLinePolicy, ProducerConfig, Source, StartAt
-from zaggd.identity import FileId, file_id_of_fd, has_prefix
+from zaggd.identity import (
+    COMPRESSED_SUFFIXES,
+    FileId,
+    Fingerprint,
+    can_decompress,
+    compressed_head,
+    decompress_to_fd,
+    file_id_of_fd,
+    fingerprint_of,
+    is_compressed,
+    open_compressed_copy,
+    path_has_prefix,
+)
 from zaggd.metrics import Counters
-from zaggd.producer.discovery import is_excluded, scan, source_of
+from zaggd.producer.discovery import scan, source_of
 from zaggd.producer.offsets import StoredState, StreamRecord, new_id
 from zaggd.producer.tailer import Block, Tailer
 
+__all__ = ["COMPRESSED_SUFFIXES", "is_compressed"]
+
 log = logging.getLogger(__name__)
 
-COMPRESSED_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".Z")
-DELETED_GRACE_S = 1.0
+DELETED_GRACE_S = 1.0  # a writer may still append to a file it holds after the unlink
 START_AT_END_LOOKBACK = 65536
+# How long a finished stream stays in heartbeats, so a collector still learns its end.
+RETIRE_AFTER_S = 30.0
+RETIRE_AFTER_HEARTBEATS = 30
+
+Inode = tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +121,6 @@ class Retire:
 Emit = Callable[[Block | Announce | Retire, Tailer | None], None]
 
 
-def is_compressed(path: str) -> bool:
-    return path.endswith(COMPRESSED_SUFFIXES)
-
-
 class StreamManager:
     def __init__(
         self,
@@ -104,10 +135,16 @@ class StreamManager:
         self.emit = emit
         self.tailers: dict[str, Tailer] = {}
         self.live: dict[str, str] = {}  # watched path -> stream of the file there now
-        self.by_inode: dict[tuple[int, int], str] = {}
+        self.at_path: dict[str, str] = {}  # path -> unfinished stream last seen there
+        self.by_inode: dict[Inode, str] = {}  # unfinished streams by (device, inode)
         self.ready: set[str] = set()  # streams that may have bytes to read
+        self.opened: OrderedDict[str, None] = OrderedDict()  # open handles, least recent first
+        self.retiring: deque[tuple[float, str]] = deque()  # finished streams, by deadline
         self.first_start = True
         self.dirty = False
+        self.retire_after_s = max(
+            RETIRE_AFTER_S, RETIRE_AFTER_HEARTBEATS * config.publish.heartbeat_interval_s
+        )
 
     # -- restart -------------------------------------------------------------
 
@@ -115,143 +152,249 @@ class StreamManager:
         """Find every stored stream again, by identity, and resume it."""
         self.first_start = False
         sources = {s.name: s for s in self.config.sources}
+        listings = _Listings()
+        missing: list[tuple[StreamRecord, Source]] = []
         for record in stored.records:
             source = sources.get(record.source)
             if source is None:
                 log.info("stream %s of removed source %s dropped", record.stream, record.source)
-                continue
-            found = self._find_instance(record)
-            if found is None:
-                log.warning(
-                    "stream gone while the producer was stopped: %s (stream %s), read to %d",
-                    record.path,
-                    record.stream,
-                    record.offset,
-                )
-                continue
-            path, file_id = found
-            tailer = self._make_tailer(record.stream, source, path, file_id, record.offset)
-            tailer.topic = record.topic.encode("utf-8")
-            tailer.rotated = record.rotated or path != record.path or source_of(
-                path, self.config.sources
-            ) is None
-            self._adopt(tailer)
-            if path != record.path:
-                log.info("stream renamed while stopped: %s -> %s (stream %s)", record.path, path, record.stream)
-        self._read_rotated_unknown(stored.saved_at)
+            elif record.finished:
+                self._resume_finished(record, source)
+            elif self._is_instance(record.path, record.file_id):
+                self._resume(record, source, record.path, record.file_id)
+            else:
+                missing.append((record, source))
+        # Renames first, so that a copy is never taken for a file found by inode.
+        missing = [(r, s) for r, s in missing if not self._resume_renamed(r, s, listings)]
+        missing = [(r, s) for r, s in missing if not self._resume_copied(r, s, listings)]
+        for record, source in missing:
+            if not self._resume_compressed(record, source, listings):
+                self._note_gone_while_stopped(record)
+        self._read_rotated_unknown(stored.saved_at, listings)
+        self.dirty = True
 
-    def _find_instance(self, record: StreamRecord) -> tuple[str, FileId] | None:
-        """The path of a stored file instance now: same inode and first bytes, or a copy."""
-        fid = record.file_id
-        candidates = [record.path, *self._siblings(record.path)]
-        for path in candidates:
-            st = _stat(path)
-            if st is not None and fid.is_same_inode(st) and _path_has_prefix(path, fid):
-                return path, fid
-        # copytruncate while stopped: the copy holds the stream's bytes under a new inode.
-        for path in candidates:
-            st = _stat(path)
-            if st is None or st.st_size < record.offset or fid.is_same_inode(st):
-                continue
-            if fid.fingerprint.size and _path_has_prefix(path, fid):
-                return path, FileId(st.st_dev, st.st_ino, fid.fingerprint)
-        return None
+    def _is_instance(self, path: str, file_id: FileId) -> bool:
+        st = _stat(path)
+        return (
+            st is not None
+            and file_id.is_same_inode(st)
+            and (st.st_dev, st.st_ino) not in self.by_inode
+            and path_has_prefix(path, file_id.fingerprint)
+        )
 
-    def _read_rotated_unknown(self, saved_at: float) -> None:
+    def _resume_renamed(self, record: StreamRecord, source: Source, listings: _Listings) -> bool:
+        for path in listings.siblings(record.path):
+            if self._is_instance(path, record.file_id):
+                self._resume(record, source, path, record.file_id)
+                return True
+        return False
+
+    def _resume_copied(self, record: StreamRecord, source: Source, listings: _Listings) -> bool:
+        """copytruncate while stopped: a copy under a new inode starts with the stream's bytes."""
+        copy = self._find_copy(record.path, record.file_id, listings.siblings(record.path))
+        if copy is None:
+            return False
+        path, file_id, size = copy
+        tailer = self._resume(record, source, path, file_id)
+        log.info("stream copied while stopped: %s -> %s (stream %s)", record.path, path, record.stream)
+        if size < record.offset:
+            self._finish(tailer, "its copy holds nothing more to read")
+        return True
+
+    def _resume_compressed(self, record: StreamRecord, source: Source, listings: _Listings) -> bool:
+        """Compressed while stopped (delaycompress): read the rest from a decompressed copy."""
+        if record.file_id.fingerprint.size == 0:
+            return False
+        found = open_compressed_copy(record.file_id.fingerprint, listings.siblings(record.path))
+        if found is None:
+            return False
+        tailer = self._make_tailer(record.stream, source, found.path, found.file_id, record.offset)
+        tailer.topic = record.topic.encode("utf-8")
+        tailer.rotated = tailer.decompressed = True
+        tailer.last_size = record.last_size
+        log.info(
+            "stream compressed while stopped: %s -> %s, reading on from %d (stream %s)",
+            record.path,
+            found.path,
+            record.offset,
+            record.stream,
+        )
+        self._adopt(tailer, found.fd)
+        return True
+
+    def _resume(self, record: StreamRecord, source: Source, path: str, file_id: FileId) -> Tailer:
+        tailer = self._make_tailer(record.stream, source, path, file_id, record.offset)
+        tailer.topic = record.topic.encode("utf-8")
+        tailer.last_size = record.last_size
+        tailer.rotated = record.rotated or path != record.path
+        if not tailer.rotated and self.live.get(path) is not None:
+            tailer.rotated = True  # two records claimed one path; the first keeps it
+        if path != record.path:
+            log.info("stream renamed while stopped: %s -> %s (stream %s)", record.path, path, record.stream)
+        self._adopt(tailer)
+        return tailer
+
+    def _resume_finished(self, record: StreamRecord, source: Source) -> None:
+        tailer = self._make_tailer(record.stream, source, record.path, record.file_id, record.offset)
+        tailer.topic = record.topic.encode("utf-8")
+        tailer.rotated = tailer.finished = True
+        tailer.last_size = record.last_size
+        self.tailers[tailer.stream] = tailer
+        self._publish_target(tailer)
+        self._announce(tailer)
+        self.retiring.append((time.monotonic() + self.retire_after_s, tailer.stream))
+
+    def _note_gone_while_stopped(self, record: StreamRecord) -> None:
+        log.warning(
+            "stream gone while the producer was stopped: %s (stream %s), read to %d",
+            record.path,
+            record.stream,
+            record.offset,
+        )
+        self._count_lost(record.stream, record.path, record.offset, record.last_size, "file gone")
+
+    def _read_rotated_unknown(self, saved_at: float, listings: _Listings) -> None:
         """Read rotated siblings of watched files that appeared while we were stopped."""
-        watched = scan(self.config.sources)
-        for live_path, source in watched.items():
+        known = _KnownHeads(t.file_id.fingerprint for t in self.tailers.values())
+        seen: set[str] = set()
+        for live_path, (source, _) in scan(self.config.sources).items():
             base = os.path.basename(live_path)
-            for sibling in self._siblings(live_path):
-                name = os.path.basename(sibling)
-                if not _is_rotated_name(base, name) or is_compressed(sibling):
+            for sibling in listings.siblings(live_path):
+                if sibling in seen or not _is_rotated_name(base, os.path.basename(sibling)):
                     continue
-                if is_excluded(sibling, replace(source, exclude=())):
-                    continue
+                seen.add(sibling)
                 st = _stat(sibling)
-                if st is None or (st.st_dev, st.st_ino) in self.by_inode:
+                if st is None or not stat.S_ISREG(st.st_mode) or st.st_mtime < saved_at - 1.0:
                     continue
-                if st.st_mtime < saved_at - 1.0:
+                if (st.st_dev, st.st_ino) in self.by_inode:
                     continue
-                fid = _file_id(sibling)
-                if fid is None:
-                    continue
-                log.info("reading rotated file that appeared while stopped: %s", sibling)
-                tailer = self._make_tailer(new_id(), source, sibling, fid, 0)
-                tailer.rotated = True
-                self._adopt(tailer)
+                if is_compressed(sibling):
+                    self._read_unknown_compressed(sibling, source, known)
+                else:
+                    self._read_unknown_plain(sibling, source, known)
+
+    def _read_unknown_plain(self, path: str, source: Source, known: _KnownHeads) -> None:
+        fd = _open_regular(path)
+        if fd is None:
+            return
+        fid = file_id_of_fd(fd)
+        if known.has(os.pread(fd, fid.fingerprint.size, 0)):
+            os.close(fd)  # a copy of a stream we know: its bytes are sent under that stream
+            return
+        log.info("reading rotated file that appeared while stopped: %s", path)
+        tailer = self._make_tailer(new_id(), source, path, fid, 0)
+        tailer.rotated = True
+        self._adopt(tailer, fd)
+        self.counters.add("streams_opened")
+
+    def _read_unknown_compressed(self, path: str, source: Source, known: _KnownHeads) -> None:
+        if not can_decompress(path):
+            return
+        head = compressed_head(path)
+        if head is None or not head or known.has(head):
+            return
+        fd = decompress_to_fd(path)
+        if fd is None:
+            log.warning("cannot decompress %s, a rotated file that appeared while stopped", path)
+            return
+        st = os.fstat(fd)
+        fid = FileId(st.st_dev, st.st_ino, fingerprint_of(head))
+        log.info("reading compressed rotated file that appeared while stopped: %s", path)
+        tailer = self._make_tailer(new_id(), source, path, fid, 0)
+        tailer.rotated = tailer.decompressed = True
+        self._adopt(tailer, fd)
+        self.counters.add("streams_opened")
 
     # -- discovery -----------------------------------------------------------
 
     def rescan(self) -> None:
         """Look at every watched path: new files, replaced files, growth inotify missed."""
         found = scan(self.config.sources)
-        for path, source in found.items():
-            self._look_at(path, source)
-        for path in list(self.live):
-            if path not in found:
-                self.on_path(path)
-        for sid, tailer in self.tailers.items():
-            if tailer.fd is not None:
-                self.ready.add(sid)
+        for path, (source, st) in found.items():
+            self._look_at(path, source, st)
+        for path in [p for p in self.live if p not in found]:
+            self.on_path(path)
+        self.ready.update(self.opened)
+        self._check_closed_rotated()
         self.first_start = False
+
+    def _check_closed_rotated(self) -> None:
+        """Closed rotated streams whose file moved or vanished without an event we saw."""
+        for tailer in list(self.tailers.values()):
+            if tailer.fd is not None or tailer.finished or not tailer.rotated:
+                continue
+            st = _stat(tailer.path)
+            if st is None or not tailer.file_id.is_same_inode(st):
+                self._relocate(tailer)
+            elif st.st_size != tailer.offset and st.st_size != tailer.stalled_size:
+                self.ready.add(tailer.stream)
 
     def on_path(self, path: str) -> None:
         """Something happened at `path`: a write, a rename, a creation or a deletion."""
+        st = _stat(path)
         sid = self.live.get(path)
         if sid is not None:
-            self.ready.add(sid)
-            st = _stat(path)
             tailer = self.tailers[sid]
-            if st is None or not tailer.file_id.is_same_inode(st):
-                self._mark_rotated(tailer, path)
-        st = _stat(path)
+            if st is not None and tailer.file_id.is_same_inode(st):
+                self.ready.add(sid)  # the common case: a live file grew
+                return
+            self._relocate(tailer)
+        sid = self.at_path.get(path)
+        if sid is not None:
+            tailer = self.tailers[sid]
+            if st is not None and tailer.file_id.is_same_inode(st):
+                self.ready.add(sid)
+            else:
+                self._relocate(tailer)
         if st is None or not stat.S_ISREG(st.st_mode):
             return
         known = self.by_inode.get((st.st_dev, st.st_ino))
         if known is not None:
             tailer = self.tailers[known]
+            if tailer.path != path and not _names_inode(tailer.path, st):
+                self._relocate(tailer, path)  # renamed: this is its new name
             self.ready.add(known)
-            if tailer.path != path and tailer.rotated:
-                log.info("stream renamed: %s -> %s (stream %s)", tailer.path, path, known)
-                tailer.path = path
-                self._publish_target(tailer)
-            if tailer.fd is None:
-                tailer.open()
             return
         source = source_of(path, self.config.sources)
         if source is not None:
-            self._look_at(path, source)
+            self._open_new(path, source)
 
-    def _look_at(self, path: str, source: Source) -> None:
-        st = _stat(path)
-        if st is None or not stat.S_ISREG(st.st_mode):
-            return
+    def _look_at(self, path: str, source: Source, st: os.stat_result) -> None:
         sid = self.live.get(path)
         if sid is not None:
             tailer = self.tailers[sid]
             if tailer.file_id.is_same_inode(st):
-                if tailer.fd is None and st.st_size != tailer.offset:
-                    tailer.open()
-                if tailer.fd is not None:
+                if tailer.fd is not None or (
+                    st.st_size != tailer.offset and st.st_size != tailer.stalled_size
+                ):
                     self.ready.add(sid)
                 return
-            self._mark_rotated(tailer, path)
+            self._relocate(tailer)
         if (st.st_dev, st.st_ino) in self.by_inode:
-            return
+            return  # a rotated stream under a watched name, or a hard link
         self._open_new(path, source)
 
     def _open_new(self, path: str, source: Source) -> None:
-        fid = _file_id(path)
-        if fid is None:
+        fd = _open_regular(path)
+        if fd is None:
+            return
+        fid = file_id_of_fd(fd)
+        if (fid.device, fid.inode) in self.by_inode:
+            os.close(fd)
             return
         offset = 0
         if self.first_start and source.start_at is StartAt.END:
-            offset = _line_start_before_end(path)
+            offset = _line_start_before_end(fd)
         tailer = self._make_tailer(new_id(), source, path, fid, offset)
-        self._adopt(tailer)
+        self._adopt(tailer, fd)
         self.counters.add("streams_opened")
-        log.info("stream opened: %s from offset %d (stream %s, topic %s)", path, offset, tailer.stream, source.topic)
+        log.info(
+            "stream opened: %s from offset %d (stream %s, topic %s)",
+            path,
+            offset,
+            tailer.stream,
+            source.topic,
+        )
 
     def _make_tailer(self, sid: str, source: Source, path: str, fid: FileId, offset: int) -> Tailer:
         return Tailer(
@@ -263,21 +406,27 @@ class StreamManager:
             offset=offset,
             max_line_bytes=source.max_line_bytes,
             policy=source.long_lines,
+            last_size=offset,
         )
 
-    def _adopt(self, tailer: Tailer) -> None:
-        self.tailers[tailer.stream] = tailer
-        self.by_inode[(tailer.file_id.device, tailer.file_id.inode)] = tailer.stream
+    def _adopt(self, tailer: Tailer, fd: int | None = None) -> None:
+        sid = tailer.stream
+        self.tailers[sid] = tailer
+        self.by_inode[(tailer.file_id.device, tailer.file_id.inode)] = sid
+        self.at_path[tailer.path] = sid
         if not tailer.rotated:
-            self.live[tailer.path] = tailer.stream
-        tailer.open()
+            self.live[tailer.path] = sid
+        if fd is not None:
+            self._attach(tailer, fd)
         self._publish_target(tailer)
+        self._announce(tailer)
+        self.ready.add(sid)
+        self.dirty = True
+
+    def _announce(self, tailer: Tailer) -> None:
         self.emit(
             Announce(tailer.stream, tailer.topic, tailer.source, tailer.path, tailer.offset), tailer
         )
-        self.ready.add(tailer.stream)
-        self.dirty = True
-        self._enforce_open_limit()
 
     def _publish_target(self, tailer: Tailer) -> None:
         self.registry.put(
@@ -293,35 +442,82 @@ class StreamManager:
         )
         self.dirty = True
 
-    def _mark_rotated(self, tailer: Tailer, old_path: str) -> None:
-        """The path names another file now (or none): keep reading this one to its end."""
+    def _move(self, tailer: Tailer, new_path: str) -> None:
+        if self.at_path.get(tailer.path) == tailer.stream:
+            del self.at_path[tailer.path]
+        tailer.path = new_path
+        self.at_path[new_path] = tailer.stream
+        self._publish_target(tailer)
+
+    def _relocate(self, tailer: Tailer, hint: str | None = None) -> None:
+        """The stream's path no longer names its file: follow a rename, or note it gone."""
+        old_path = tailer.path
         if self.live.get(old_path) == tailer.stream:
             del self.live[old_path]
-        if tailer.rotated:
-            return
+            if not tailer.rotated:
+                tailer.rotated = True
+                self.counters.add("streams_rotated")
         tailer.rotated = True
-        self.counters.add("streams_rotated")
-        new_path = self._find_renamed(tailer)
+        new_path = hint or self._find_renamed(tailer)
         if new_path is not None:
-            tailer.path = new_path
-            self._publish_target(tailer)
-        log.info("stream rotated: %s -> %s (stream %s)", old_path, new_path or "(deleted)", tailer.stream)
-        self.ready.add(tailer.stream)
+            if new_path != old_path:
+                self._move(tailer, new_path)
+                log.info("stream rotated: %s -> %s (stream %s)", old_path, new_path, tailer.stream)
+            self.ready.add(tailer.stream)
+        elif tailer.fd is not None:
+            # Deleted, or moved out of the folder: the handle is read to its end.
+            if self.at_path.get(old_path) == tailer.stream:
+                del self.at_path[old_path]
+            log.info("stream deleted or moved away: %s (stream %s)", old_path, tailer.stream)
+            self.ready.add(tailer.stream)
+        elif self.by_inode.get((tailer.file_id.device, tailer.file_id.inode)) == tailer.stream:
+            self._finish(tailer, "deleted while its handle was closed")
 
     def _find_renamed(self, tailer: Tailer) -> str | None:
-        for path in self._siblings(tailer.path):
+        for path in _siblings(tailer.path):
             st = _stat(path)
             if st is not None and tailer.file_id.is_same_inode(st):
                 return path
         return None
 
-    def _siblings(self, path: str) -> list[str]:
-        folder = os.path.dirname(path)
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            return []
-        return [os.path.join(folder, n) for n in names if os.path.join(folder, n) != path]
+    # -- handles -------------------------------------------------------------
+
+    def _attach(self, tailer: Tailer, fd: int) -> None:
+        self._make_room()
+        tailer.attach(fd)
+        self.opened[tailer.stream] = None
+
+    def _reopen(self, tailer: Tailer) -> bool:
+        self._make_room()
+        if not tailer.open():
+            return False
+        self.opened[tailer.stream] = None
+        return True
+
+    def _close(self, tailer: Tailer) -> None:
+        tailer.close()
+        self.opened.pop(tailer.stream, None)
+
+    def _make_room(self) -> None:
+        """Below max_open_files: close the least recently used handle whose file stays on disk.
+
+        A live or renamed file is reopened when it is read again; a deleted
+        file would be gone, so one is closed only when nothing else is open,
+        and its unread bytes are counted as lost.
+        """
+        while len(self.opened) >= self.config.max_open_files:
+            victim: Tailer | None = None
+            for sid in self.opened:
+                tailer = self.tailers[sid]
+                if not _is_deleted(tailer):
+                    victim = tailer
+                    break
+            if victim is not None:
+                self._close(victim)
+                continue
+            oldest = self.tailers[next(iter(self.opened))]
+            end = _size_or(oldest, oldest.offset)
+            self._finish(oldest, "deleted file closed at max_open_files", end)
 
     # -- reading -------------------------------------------------------------
 
@@ -330,21 +526,45 @@ class StreamManager:
         emitted = 0
         for sid in list(self.ready):
             tailer = self.tailers.get(sid)
-            if tailer is None or (tailer.fd is None and not tailer.open()):
+            if tailer is None or tailer.finished:
                 self.ready.discard(sid)
                 continue
-            if tailer.is_truncated():
-                self._recover_truncation(tailer)
+            if tailer.fd is None and not self._reopen(tailer):
+                self.ready.discard(sid)
+                self._lost_sight(tailer)
                 continue
-            block = tailer.read_block(max_bytes)
+            try:
+                if tailer.is_truncated():
+                    self._recover_truncation(tailer)
+                    continue
+                block = tailer.read_block(max_bytes)
+            except OSError as exc:
+                log.warning("cannot read %s: %s (stream %s)", tailer.path, exc.strerror, sid)
+                self.ready.discard(sid)
+                continue
             if block is None:
-                self.ready.discard(sid)
+                if tailer.replaced:
+                    self._recover_truncation(tailer)
+                else:
+                    self.ready.discard(sid)
                 continue
+            self.opened.move_to_end(sid)
             self._count_cuts(tailer)
             self.emit(block, tailer)
             self.dirty = True
             emitted += 1
         return emitted
+
+    def _lost_sight(self, tailer: Tailer) -> None:
+        """A closed stream's path does not open as its file: changed, renamed or gone."""
+        st = _stat(tailer.path)
+        if st is not None and tailer.file_id.is_same_inode(st):
+            if not path_has_prefix(tailer.path, tailer.file_id.fingerprint):
+                self._recover_truncation(tailer)  # truncated while closed, or inode reused
+            elif st.st_size > tailer.offset:
+                log.warning("cannot reopen %s (stream %s); retried later", tailer.path, tailer.stream)
+            return
+        self._relocate(tailer)
 
     def _count_cuts(self, tailer: Tailer) -> None:
         counts = tailer.counts
@@ -368,134 +588,145 @@ class StreamManager:
         """copytruncate: finish the old stream from the rotated copy; the path starts anew."""
         self.counters.add("streams_truncated")
         path = tailer.path
-        was_live = self.live.get(path) == tailer.stream
-        copy = self._find_copy(tailer) if was_live else None
-        tailer.close()
-        self.by_inode.pop((tailer.file_id.device, tailer.file_id.inode), None)
-        if was_live:
-            del self.live[path]
-        if copy is not None:
-            copy_path, copy_id = copy
-            log.info(
-                "stream truncated: %s; reading its rest from the copy %s (stream %s)",
-                path,
-                copy_path,
-                tailer.stream,
-            )
-            tailer.path, tailer.file_id, tailer.rotated = copy_path, copy_id, True
-            self.by_inode[(copy_id.device, copy_id.inode)] = tailer.stream
-            self._publish_target(tailer)
-            tailer.open()
-            self.ready.add(tailer.stream)
+        copy = self._find_copy(path, tailer.file_id, _siblings(path))
+        self._close(tailer)
+        self._forget(tailer)
+        if copy is None:
+            self._finish(tailer, "truncated before it was read, and no copy of it was found")
         else:
-            self._lose(tailer, tailer.offset, tailer.last_size, "truncated before it was read")
-            self._retire(tailer)
-        source = source_of(path, self.config.sources) if was_live else None
+            self._take_copy(tailer, *copy)
+        source = source_of(path, self.config.sources)
         if source is not None:
             self._open_new(path, source)
 
-    def _find_copy(self, tailer: Tailer) -> tuple[str, FileId] | None:
-        fp = tailer.file_id.fingerprint
+    def _take_copy(self, tailer: Tailer, copy_path: str, copy_id: FileId, copy_size: int) -> None:
+        log.info(
+            "stream truncated: %s; reading its rest from the copy %s (stream %s)",
+            tailer.path,
+            copy_path,
+            tailer.stream,
+        )
+        # Bytes seen in the file past the copy's end were written between logrotate's
+        # copy and its truncation: they exist nowhere now (what we read is sent).
+        lost_from = max(tailer.offset, copy_size)
+        if tailer.last_size > lost_from:
+            self._count_lost(
+                tailer.stream, tailer.path, lost_from, tailer.last_size, "written after the copy"
+            )
+        tailer.file_id = copy_id
+        tailer.rotated = True
+        tailer.replaced = False
+        tailer.stalled_size = -1
+        tailer.last_size = copy_size
+        self._move(tailer, copy_path)
+        self.by_inode[(copy_id.device, copy_id.inode)] = tailer.stream
+        if copy_size < tailer.offset:
+            self._finish(tailer, "its copy holds nothing more to read")
+        else:
+            self.ready.add(tailer.stream)
+
+    def _find_copy(
+        self, path: str, file_id: FileId, siblings: Iterable[str]
+    ) -> tuple[str, FileId, int] | None:
+        """The newest untracked file beside `path` that starts with the same bytes."""
+        fp = file_id.fingerprint
         if fp.size == 0:
             return None
-        best: tuple[float, str, FileId] | None = None
-        for path in self._siblings(tailer.path):
-            if is_compressed(path):
+        best: tuple[float, str, FileId, int] | None = None
+        for candidate in siblings:
+            if candidate == path or is_compressed(candidate):
                 continue
-            st = _stat(path)
-            if st is None or not stat.S_ISREG(st.st_mode) or tailer.file_id.is_same_inode(st):
+            st = _stat(candidate)
+            if st is None or not stat.S_ISREG(st.st_mode) or file_id.is_same_inode(st):
                 continue
             if (st.st_dev, st.st_ino) in self.by_inode:
                 continue
-            fid = FileId(st.st_dev, st.st_ino, fp)
-            if _path_has_prefix(path, fid) and (best is None or st.st_mtime > best[0]):
-                best = (st.st_mtime, path, fid)
-        return None if best is None else (best[1], best[2])
+            if best is not None and st.st_mtime <= best[0]:
+                continue
+            if path_has_prefix(candidate, fp):
+                best = (st.st_mtime, candidate, file_id.with_inode(st), st.st_size)
+        return None if best is None else best[1:]
 
     def _lose(self, tailer: Tailer, start: int, end: int, why: str) -> None:
+        self._count_lost(tailer.stream, tailer.path, start, end, why)
+
+    def _count_lost(self, stream: str, path: str, start: int, end: int, why: str) -> None:
         if end <= start:
             return
         self.counters.add("bytes_lost", end - start)
         log.warning(
             "bytes lost: %s (stream %s) range %d-%d (%d bytes): %s",
-            tailer.path,
-            tailer.stream,
+            path,
+            stream,
             start,
             end,
             end - start,
             why,
         )
 
-    # -- housekeeping --------------------------------------------------------
+    # -- finishing -----------------------------------------------------------
+
+    def _forget(self, tailer: Tailer) -> None:
+        """Drop the stream from the maps that find it by inode and path."""
+        sid = tailer.stream
+        key = (tailer.file_id.device, tailer.file_id.inode)
+        if self.by_inode.get(key) == sid:
+            del self.by_inode[key]
+        if self.live.get(tailer.path) == sid:
+            del self.live[tailer.path]
+        if self.at_path.get(tailer.path) == sid:
+            del self.at_path[tailer.path]
+
+    def _finish(self, tailer: Tailer, why: str, lost_end: int | None = None) -> None:
+        """The stream has nothing more to give; what it had unread is lost."""
+        end = tailer.last_size if lost_end is None else lost_end
+        if end > tailer.offset:
+            self._lose(tailer, tailer.offset, end, why)
+        else:
+            log.info("stream finished: %s (stream %s): %s", tailer.path, tailer.stream, why)
+        self._close(tailer)
+        self._forget(tailer)
+        self.ready.discard(tailer.stream)
+        tailer.finished = True
+        self.retiring.append((time.monotonic() + self.retire_after_s, tailer.stream))
+        self.dirty = True
 
     def close_finished(self, now: float) -> None:
-        """Close idle handles; retire deleted streams read to their end."""
+        """Close idle handles, finish deleted files read to their end, retire old streams."""
         close_idle_s = self.config.close_idle_s
-        for tailer in list(self.tailers.values()):
-            if tailer.fd is None or tailer.stream in self.ready:
+        for sid in list(self.opened):
+            tailer = self.tailers[sid]
+            if sid in self.ready:
+                continue
+            try:
+                deleted = _is_deleted(tailer)
+                pending = tailer.pending_bytes()
+                stalled = pending > 0 and tailer.is_stalled()
+            except OSError:
+                deleted, pending, stalled = True, 0, False
+            if pending > 0 and not stalled:
+                self.ready.add(sid)  # growth that no event told of
                 continue
             idle_s = now - tailer.last_active
-            try:
-                deleted = tailer.is_deleted()
-                pending = tailer.pending_bytes()
-            except OSError:
-                deleted, pending = True, 0
             if deleted and idle_s >= DELETED_GRACE_S:
-                if pending > 0:
-                    self.ready.add(tailer.stream)
-                    continue
-                log.info("stream deleted and read to its end: %s (stream %s)", tailer.path, tailer.stream)
-                self._finish_incomplete(tailer)
-                tailer.close()
-                self._retire(tailer)
-            elif idle_s >= close_idle_s and pending <= 0:
-                tailer.close()
+                end = tailer.offset + max(0, pending)
+                self._finish(tailer, "deleted, and its last line has no newline", end)
+                log.info("stream deleted and read to its end: %s (stream %s)", tailer.path, sid)
+            elif not deleted and idle_s >= close_idle_s:
+                self._close(tailer)
                 self.counters.add("streams_closed")
-                log.debug("stream idle, handle closed: %s (stream %s)", tailer.path, tailer.stream)
-
-    def _finish_incomplete(self, tailer: Tailer) -> None:
-        if tailer.last_size > tailer.offset:
-            self._lose(tailer, tailer.offset, tailer.last_size, "file ended without a newline")
-
-    def _enforce_open_limit(self) -> None:
-        """Keep open handles under max_open_files: idle ones first, unread deleted ones last."""
-        open_tailers = [t for t in self.tailers.values() if t.fd is not None]
-        excess = len(open_tailers) - self.config.max_open_files
-        if excess <= 0:
-            return
-        open_tailers.sort(key=lambda t: t.last_active)
-        for tailer in open_tailers:
-            if excess <= 0:
-                break
-            try:
-                pending = tailer.pending_bytes()
-                deleted = tailer.is_deleted()
-            except OSError:
-                pending, deleted = 0, True
-            if pending > 0 and not deleted:
-                continue
-            if deleted:
-                self._lose(tailer, tailer.offset, tailer.offset + max(pending, 0), "deleted file closed at max_open_files")
-                tailer.close()
-                self._retire(tailer)
-            else:
-                tailer.close()
-            excess -= 1
-        # Still over: live files with unread bytes wait their turn, closed and reopened later.
-        for tailer in open_tailers:
-            if excess <= 0:
-                break
-            if tailer.fd is not None and tailer.stream not in self.ready:
-                tailer.close()
-                excess -= 1
+                log.debug("stream idle, handle closed: %s (stream %s)", tailer.path, sid)
+        while self.retiring and self.retiring[0][0] <= now:
+            _, sid = self.retiring.popleft()
+            done = self.tailers.get(sid)
+            if done is not None and done.finished:
+                self._retire(done)
 
     def _retire(self, tailer: Tailer) -> None:
+        self._close(tailer)
+        self._forget(tailer)
         self.tailers.pop(tailer.stream, None)
         self.ready.discard(tailer.stream)
-        if self.by_inode.get((tailer.file_id.device, tailer.file_id.inode)) == tailer.stream:
-            del self.by_inode[(tailer.file_id.device, tailer.file_id.inode)]
-        if self.live.get(tailer.path) == tailer.stream:
-            del self.live[tailer.path]
         self.registry.drop(tailer.stream)
         self.emit(Retire(tailer.stream), None)
         self.dirty = True
@@ -507,7 +738,6 @@ class StreamManager:
         for tailer in list(self.tailers.values()):
             if tailer.source not in names:
                 log.info("source removed, stream closed: %s (stream %s)", tailer.path, tailer.stream)
-                tailer.close()
                 self._retire(tailer)
 
     def records(self) -> list[StreamRecord]:
@@ -520,6 +750,8 @@ class StreamManager:
                 t.file_id,
                 t.offset,
                 t.rotated,
+                t.finished,
+                t.last_size,
             )
             for t in self.tailers.values()
         ]
@@ -527,74 +759,117 @@ class StreamManager:
     def close_all(self) -> None:
         for tailer in self.tailers.values():
             tailer.close()
+        self.opened.clear()
 
     def open_handles(self) -> int:
-        return sum(1 for t in self.tailers.values() if t.fd is not None)
+        return len(self.opened)
 
     def lag_bytes(self) -> int:
         lag = 0
-        for tailer in self.tailers.values():
-            if tailer.fd is not None:
-                try:
-                    lag += max(0, tailer.pending_bytes())
-                except OSError:
-                    pass
+        for sid in self.opened:
+            with contextlib.suppress(OSError):
+                lag += max(0, self.tailers[sid].pending_bytes())
         return lag
 
 
+class _Listings:
+    """Folder listings taken once during a restore."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, list[str]] = {}
+
+    def siblings(self, path: str) -> list[str]:
+        folder = os.path.dirname(path)
+        names = self._names.get(folder)
+        if names is None:
+            try:
+                names = os.listdir(folder or ".")
+            except OSError:
+                names = []
+            self._names[folder] = names
+        return [p for p in (os.path.join(folder, n) for n in names) if p != path]
+
+
+class _KnownHeads:
+    """Fingerprints of known streams, to tell a copy of one from a file never seen."""
+
+    def __init__(self, fingerprints: Iterable[Fingerprint]) -> None:
+        self._by_size: dict[int, set[str]] = {}
+        for fp in fingerprints:
+            if fp.size:
+                self._by_size.setdefault(fp.size, set()).add(fp.digest)
+
+    def has(self, head: bytes) -> bool:
+        return any(
+            len(head) >= size and fingerprint_of(head[:size]).digest in digests
+            for size, digests in self._by_size.items()
+        )
+
+
 def _is_rotated_name(base: str, name: str) -> bool:
-    """`app.log.1`, `app.log-20261127`, `app.log.2026-11-27`: a rotated copy of `app.log`."""
+    """`app.log.1`, `app.log-20261127`, `app.log.2.gz`: a rotated copy of `app.log`."""
     if not name.startswith(base) or len(name) <= len(base):
         return False
     rest = name[len(base) :]
     return rest[0] in ".-_" and any(c.isdigit() for c in rest)
 
 
+def _is_deleted(tailer: Tailer) -> bool:
+    try:
+        return tailer.is_deleted()
+    except OSError:
+        return True
+
+
+def _size_or(tailer: Tailer, default: int) -> int:
+    try:
+        return tailer.size()
+    except OSError:
+        return default
+
+
+def _names_inode(path: str, st: os.stat_result) -> bool:
+    other = _stat(path)
+    return other is not None and (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _siblings(path: str) -> list[str]:
+    folder = os.path.dirname(path)
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return []
+    return [p for p in (os.path.join(folder, n) for n in names) if p != path]
+
+
 def _stat(path: str) -> os.stat_result | None:
     try:
-        return os.stat(path)
+        return os.stat(path, follow_symlinks=False)
     except OSError:
         return None
 
 
-def _file_id(path: str) -> FileId | None:
+def _open_regular(path: str) -> int | None:
+    """An fd on the regular file at `path` (never through a symlink), or None."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        if not isinstance(exc, FileNotFoundError):
+        if exc.errno not in (errno.ENOENT, errno.ELOOP):
             log.warning("cannot open %s: %s", path, exc.strerror)
         return None
-    try:
-        return file_id_of_fd(fd)
-    finally:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
+        return None
+    return fd
 
 
-def _path_has_prefix(path: str, fid: FileId) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        return has_prefix(fd, fid.fingerprint)
-    finally:
-        os.close(fd)
-
-
-def _line_start_before_end(path: str) -> int:
+def _line_start_before_end(fd: int) -> int:
     """The offset after the last newline: where `start_at: end` begins."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return 0
-    try:
-        size = os.fstat(fd).st_size
-        start = max(0, size - START_AT_END_LOOKBACK)
-        tail = os.pread(fd, size - start, start)
-        nl = tail.rfind(b"\n")
-        return start + nl + 1 if nl >= 0 else start
-    finally:
-        os.close(fd)
+    size = os.fstat(fd).st_size
+    start = max(0, size - START_AT_END_LOOKBACK)
+    tail = os.pread(fd, size - start, start)
+    nl = tail.rfind(b"\n")
+    return start + nl + 1 if nl >= 0 else start
 
 
 def monotonic() -> float:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from zaggd.config import LongLinePolicy
-from zaggd.identity import FINGERPRINT_BYTES, FileId, fingerprint_of_fd, has_prefix
+from zaggd.identity import FINGERPRINT_BYTES, FileId, fingerprint_of, has_prefix
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,7 @@ def read_range(
 ) -> Block | None:
     """The block at `start` of an open file, cut as the tailer cuts it."""
     mid = is_mid_long_line(fd, start, policy, max_line_bytes)
-    data, consumed, payload, lines = read_and_cut(
+    _, consumed, payload, lines = read_and_cut(
         fd, start, max_bytes, max_line_bytes, policy, mid, CutCounts()
     )
     if consumed == 0:
@@ -138,7 +138,7 @@ def read_and_cut(
 
 @dataclass(slots=True)
 class Tailer:
-    """A stream being tailed: one file instance, its open handle and its offset."""
+    """A stream being tailed: one file instance, its handle when open, and its offset."""
 
     stream: str
     source: str
@@ -150,59 +150,78 @@ class Tailer:
     policy: LongLinePolicy
     fd: int | None = None
     rotated: bool = False  # the path no longer names this file instance
+    decompressed: bool = False  # fd reads a decompressed copy; it cannot be reopened
+    finished: bool = False  # read to its end and gone; kept only to announce its end
     discarding: bool = False  # inside a long line whose rest is dropped
-    last_size: int = 0  # the file's size when last seen
+    replaced: bool = False  # the first bytes changed under a read: truncated and regrown
+    last_size: int = 0  # the largest size the file was seen at
+    stalled_size: int = -1  # the size at which only a partial line was left to read
     last_active: float = field(default_factory=time.monotonic)
     counts: CutCounts = field(default_factory=CutCounts)
 
     def open(self) -> bool:
-        """Reopen the file instance at `path`; False when it is not there any more."""
+        """Reopen the file instance at `path`; False when `path` is not it any more."""
         if self.fd is not None:
             return True
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return False
-        st = os.fstat(fd)
-        if not self.file_id.is_same_inode(st) or (
-            self.file_id.fingerprint.size and not has_prefix(fd, self.file_id.fingerprint)
-        ):
+        try:
+            same = self.file_id.is_same_inode(os.fstat(fd)) and has_prefix(
+                fd, self.file_id.fingerprint
+            )
+        except OSError:
+            same = False
+        if not same:
             os.close(fd)
             return False
+        self.attach(fd)
+        return True
+
+    def attach(self, fd: int) -> None:
+        """Take `fd`, an open handle on this file instance."""
         self.fd = fd
         self.discarding = is_mid_long_line(fd, self.offset, self.policy, self.max_line_bytes)
         self.last_active = time.monotonic()
-        return True
 
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
+    def size(self) -> int:
+        assert self.fd is not None
+        return os.fstat(self.fd).st_size
+
     def is_truncated(self) -> bool:
         """Whether the file was cut back (copytruncate), even if it regrew past our offset."""
         assert self.fd is not None
-        st = os.fstat(self.fd)
-        if st.st_size < self.offset:
+        size = self.size()
+        # A regrown file has our offset again but other first bytes.
+        if self.replaced or size < self.offset or not has_prefix(self.fd, self.file_id.fingerprint):
             return True
-        fp = self.file_id.fingerprint
-        if fp.size > 0 and not has_prefix(self.fd, fp):
-            return True
-        self.last_size = max(self.last_size, st.st_size)
+        # Only sizes of our own content count: they bound what a truncation loses.
+        self.last_size = max(self.last_size, size)
         return False
 
     def is_deleted(self) -> bool:
         assert self.fd is not None
-        return os.fstat(self.fd).st_nlink == 0
+        return self.decompressed or os.fstat(self.fd).st_nlink == 0
 
     def pending_bytes(self) -> int:
-        assert self.fd is not None
-        size = os.fstat(self.fd).st_size
-        self.last_size = max(self.last_size, size)
-        return size - self.offset
+        return self.size() - self.offset
+
+    def is_stalled(self) -> bool:
+        """Whether only a partial line is left, and nothing was added since we looked."""
+        return self.stalled_size >= 0 and self.size() == self.stalled_size
 
     def read_block(self, max_bytes: int) -> Block | None:
-        """The next block from the offset, or None when no complete line is there yet."""
+        """The next block from the offset, or None when no complete line is there yet.
+
+        None with `replaced` set: the file's first bytes changed during the read,
+        so what was read may be another content's bytes and is not used.
+        """
         assert self.fd is not None
         data, consumed, payload, lines = read_and_cut(
             self.fd,
@@ -214,18 +233,30 @@ class Tailer:
             self.counts,
         )
         if consumed == 0:
+            self.stalled_size = self.offset + len(data) if len(data) < max_bytes else -1
             return None
+        # Checked after the read: a truncation racing it must not pass off new bytes as ours.
+        fp = self.file_id.fingerprint
+        if fp.size < FINGERPRINT_BYTES:
+            head = os.pread(self.fd, FINGERPRINT_BYTES, 0)
+            if not fp.matches(head):
+                self.replaced = True
+                return None
+            if len(head) > fp.size:
+                # A short file's fingerprint grows with it, up to FINGERPRINT_BYTES.
+                self.file_id = FileId(self.file_id.device, self.file_id.inode, fingerprint_of(head))
+        elif not has_prefix(self.fd, fp):
+            self.replaced = True
+            return None
+        self.stalled_size = -1
         block = Block(self.stream, self.offset, self.offset + consumed, payload, lines)
-        self._advance(data, consumed, payload)
+        self._advance(data, consumed)
         return block
 
-    def _advance(self, data: bytes, consumed: int, payload: bytes) -> None:
+    def _advance(self, data: bytes, consumed: int) -> None:
         if self.policy is not LongLinePolicy.SPLIT:
             # Ending off a newline means a long line's head was cut: drop its rest.
             self.discarding = data[consumed - 1] != 0x0A
         self.offset += consumed
+        self.last_size = max(self.last_size, self.offset)
         self.last_active = time.monotonic()
-        if self.file_id.fingerprint.size < FINGERPRINT_BYTES and self.fd is not None:
-            fp = fingerprint_of_fd(self.fd)
-            if fp.size > self.file_id.fingerprint.size:
-                self.file_id = FileId(self.file_id.device, self.file_id.inode, fp)

@@ -79,6 +79,8 @@ class TailerThread(Worker):
                 self.manager.restore(self.stored)
             self.discovery.start()
             self.manager.rescan()
+            # At once: a restart before the first interval must not be a "first start" again.
+            self.save_state()
         finally:
             self.first_scan_done.set()
         try:
@@ -158,6 +160,7 @@ class TailerThread(Worker):
                     "path": t.path,
                     "offset": t.offset,
                     "rotated": t.rotated,
+                    "finished": t.finished,
                     "open": t.fd is not None,
                 }
                 for t in list(m.tailers.values())[:1000]
