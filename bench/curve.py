@@ -1,24 +1,22 @@
 """CURVE benchmark: end-to-end throughput with CurveZMQ beside plain text, in the same run.
 
 A backlog of 120-byte lines (4 files, a few hundred MB in all) is moved into
-the watched folder of a producer (binding, CURVE server with an allowlist of
-collectors) while a collector (connecting, pinning the producer's key) runs;
-the time until the collector has written every line is the measure. Plain and
-CURVE runs alternate, `--rounds` times each, so that both see the same
-machine; the ratio is of the best runs (the least disturbed by other load).
+the watched folder of a running producer; the time until the collector has
+written every line is the measure. Both directions are run: the producer
+binds (CURVE server with an allowlist of collectors; the collector pins its
+key) and the collector binds (CURVE server with an allowlist of producers,
+checking every message's node against its key). Plain and CURVE runs
+alternate, `--rounds` times each, so that both see the same machine; the
+ratio is of the best runs (the least disturbed by other load).
 Target: CURVE at least 70% of plain text.
 
-    python bench/curve.py [--mb 300] [--rounds 2] [--profile DIR]
-
-With --profile, each daemon of the last CURVE round runs under cProfile and
-its top functions are printed, to show what limits the rate.
+    python bench/curve.py [--mb 300] [--rounds 2] [--binders producer,collector]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pstats
 import shutil
 import sys
 import tempfile
@@ -27,9 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, make_lines, pair, peak_rss_mb  # noqa: E402
+from common import CLOCK_TICKS, cpu_seconds, make_lines, peak_rss_mb
 
-from zaggd.security import keygen  # noqa: E402
+from tests.helpers import Daemon, collector_config, free_port, producer_config
+from zaggd.security import keygen
 
 FILES = 4
 LINE_BYTES = 120
@@ -48,19 +47,58 @@ def make_backlog(folder: Path, total_mb: int) -> tuple[list[Path], int]:
     return paths, per_file * FILES
 
 
-def make_keys(folder: Path) -> dict[str, str]:
+NODE = "bench-node"
+
+
+def make_keys(folder: Path) -> Path:
+    """Key pairs for NODE and the collector, and each one's allowlist of the other."""
     keys = folder / "keys"
-    keygen(str(keys), "producer")
+    keygen(str(keys), NODE)
     keygen(str(keys), "collector")
-    allowed = folder / "allowed-collectors"
-    allowed.mkdir()
-    shutil.copy(keys / "collector.key", allowed / "collector.key")
-    return {
-        "producer_secret": str(keys / "producer.key_secret"),
-        "producer_public": str(keys / "producer.key"),
-        "collector_secret": str(keys / "collector.key_secret"),
-        "allow_dir": str(allowed),
-    }
+    for owner, peer in (("producer", "collector"), ("collector", NODE)):
+        allowed = keys / f"allowed-by-{owner}"
+        allowed.mkdir()
+        shutil.copy(keys / f"{peer}.key", allowed / f"{peer}.key")
+    return keys
+
+
+def wiring(binder: str, keys: Path | None) -> tuple[dict[str, object], dict[str, object]]:
+    """The publish and subscribe sections: who binds, and CURVE when `keys` is given."""
+    data, replay = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    if binder == "producer":
+        publish: dict[str, object] = {"bind": [data], "replay": replay}
+        subscribe: dict[str, object] = {"connect": [data], "topics": [""]}
+    else:
+        publish = {"connect": [data], "replay": [replay]}
+        subscribe = {"bind": [data], "replay": replay, "topics": [""]}
+    if keys is not None:
+        server, client = (publish, subscribe) if binder == "producer" else (subscribe, publish)
+        server_name, client_name = (
+            (NODE, "collector") if binder == "producer" else ("collector", NODE)
+        )
+        server["curve"] = {
+            "secret_key_file": str(keys / f"{server_name}.key_secret"),
+            "allow_dir": str(keys / f"allowed-by-{binder}"),
+        }
+        client["curve"] = {
+            "secret_key_file": str(keys / f"{client_name}.key_secret"),
+            "server_key_file": str(keys / f"{server_name}.key"),
+        }
+    return publish, subscribe
+
+
+def io_thread_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's libzmq I/O threads, where CURVE encrypts and decrypts."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if not (task / "comm").read_text().startswith("ZMQbg/IO"):
+                continue
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
 
 
 def wait_written(collector, total_lines: int, timeout_s: float = 900.0) -> float:  # type: ignore[no-untyped-def]
@@ -74,36 +112,21 @@ def wait_written(collector, total_lines: int, timeout_s: float = 900.0) -> float
 
 
 def run_once(
-    base: Path,
-    files: list[Path],
-    total_lines: int,
-    keys: dict[str, str] | None,
-    label: str,
-    profile_dir: Path | None = None,
+    base: Path, files: list[Path], total_lines: int, binder: str, keys: Path | None, label: str
 ) -> dict[str, float]:
     run_dir = base / label
     logs = run_dir / "logs"
     logs.mkdir(parents=True)
-    publish_extra: dict[str, object] = {}
-    subscribe_extra: dict[str, object] = {}
-    if keys is not None:
-        publish_extra["curve"] = {"secret_key_file": keys["producer_secret"], "allow_dir": keys["allow_dir"]}
-        subscribe_extra["curve"] = {
-            "secret_key_file": keys["collector_secret"],
-            "server_key_file": keys["producer_public"],
-        }
-    producer, collector = pair(
-        run_dir,
-        [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}],
-        output={"path": str(run_dir / "out" / "{topic}" / "{node}.log"), "format": "raw"},
-        publish_extra=publish_extra,
-        subscribe_extra=subscribe_extra,
-        name=label,
-    )
+    publish, subscribe = wiring(binder, keys)
+    sources = [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}]
+    producer = Daemon("producer", producer_config(run_dir, NODE, sources, publish), run_dir)
+    output = {"path": str(run_dir / "out" / "{topic}" / "{node}.log"), "format": "raw"}
+    collector = Daemon("collector", collector_config(run_dir, "c", subscribe, output), run_dir)
     collector.start()
     producer.start()
     try:
         cpu0 = (cpu_seconds(producer.pid), cpu_seconds(collector.pid))
+        io0 = (io_thread_cpu_s(producer.pid), io_thread_cpu_s(collector.pid))
         staged = [run_dir / f.name for f in files]
         for src, dst in zip(files, staged, strict=True):
             os.link(src, dst)
@@ -119,6 +142,8 @@ def run_once(
             "mb_per_s": size / elapsed / 1e6,
             "producer_cpu_s": cpu_seconds(producer.pid) - cpu0[0],
             "collector_cpu_s": cpu_seconds(collector.pid) - cpu0[1],
+            "producer_io_cpu_s": io_thread_cpu_s(producer.pid) - io0[0],
+            "collector_io_cpu_s": io_thread_cpu_s(collector.pid) - io0[1],
             "producer_rss_mb": peak_rss_mb(producer.pid),
             "collector_rss_mb": peak_rss_mb(collector.pid),
         }
@@ -131,50 +156,47 @@ def run_once(
 def show(label: str, r: dict[str, float]) -> None:
     print(
         f"{label:6}: {r['seconds']:6.2f} s, {r['lines_per_s']:>10,.0f} lines/s, {r['mb_per_s']:5.0f} MB/s; "
-        f"CPU producer {r['producer_cpu_s']:.1f} s, collector {r['collector_cpu_s']:.1f} s; "
+        f"CPU producer {r['producer_cpu_s']:.1f} s ({r['producer_io_cpu_s']:.1f} in libzmq I/O), "
+        f"collector {r['collector_cpu_s']:.1f} s ({r['collector_io_cpu_s']:.1f}); "
         f"peak RSS producer {r['producer_rss_mb']:.0f} MB, collector {r['collector_rss_mb']:.0f} MB",
         flush=True,
     )
 
 
-def print_profiles(folder: Path, top: int = 12) -> None:
-    for path in sorted(folder.glob("*.prof")):
-        print(f"\n--- {path.stem}: top {top} by internal time")
-        pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mb", type=int, default=300, help="backlog size in MB")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each kind, alternating")
-    parser.add_argument("--profile", metavar="DIR", help="profile the daemons of the last CURVE run")
+    parser.add_argument(
+        "--binders", default="producer,collector", help="which side binds, one run set each"
+    )
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="zaggd-bench-curve-"))
     try:
         files, total = make_backlog(base / "source", args.mb)
         keys = make_keys(base)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
-        print(f"input: {FILES} files, {total:,} lines of {LINE_BYTES} bytes, {size_mb:.0f} MB; producer binds")
-        results: dict[str, list[dict[str, float]]] = {"plain": [], "curve": []}
-        for n in range(args.rounds):
-            for label in ("plain", "curve"):
-                profile = None
-                if args.profile and label == "curve" and n == args.rounds - 1:
-                    profile = Path(args.profile).resolve()
-                    profile.mkdir(parents=True, exist_ok=True)
-                r = run_once(base, files, total, keys if label == "curve" else None, f"{label}{n}", profile)
-                results[label].append(r)
-                show(label, r)
-        best = {k: max(v, key=lambda r: r["lines_per_s"]) for k, v in results.items()}
-        ratio = best["curve"]["lines_per_s"] / best["plain"]["lines_per_s"]
-        verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
-        print(
-            f"CURVE / plain (best of {args.rounds}): {ratio:.0%} "
-            f"({verdict} the {TARGET_RATIO:.0%} target); "
-            f"CPU per GB: plain {cpu_per_gb(best['plain'], size_mb):.1f} s, curve {cpu_per_gb(best['curve'], size_mb):.1f} s"
-        )
-        if args.profile:
-            print_profiles(Path(args.profile))
+        print(f"input: {FILES} files, {total:,} lines of {LINE_BYTES} bytes, {size_mb:.0f} MB")
+        for binder in args.binders.split(","):
+            print(f"{binder} binds:")
+            results: dict[str, list[dict[str, float]]] = {"plain": [], "curve": []}
+            for n in range(args.rounds):
+                for label in ("plain", "curve"):
+                    use = keys if label == "curve" else None
+                    r = run_once(base, files, total, binder, use, f"{binder}-{label}{n}")
+                    results[label].append(r)
+                    show(label, r)
+            best = {k: max(v, key=lambda r: r["lines_per_s"]) for k, v in results.items()}
+            ratio = best["curve"]["lines_per_s"] / best["plain"]["lines_per_s"]
+            verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
+            print(
+                f"{binder} binds: CURVE / plain (best of {args.rounds}): {ratio:.0%} "
+                f"({verdict} the {TARGET_RATIO:.0%} target); CPU seconds per GB: "
+                f"plain {cpu_per_gb(best['plain'], size_mb):.1f}, curve {cpu_per_gb(best['curve'], size_mb):.1f}",
+                flush=True,
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

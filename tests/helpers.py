@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,15 +51,23 @@ class NotifySocket:
         self.sock.bind(self.path)
         self.sock.settimeout(0.1)
         self.messages: list[str] = []
+        # Read continuously, as systemd does: an unread datagram socket fills after 10 messages.
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def poll(self) -> list[str]:
-        while True:
+    def _read(self) -> None:
+        while not self._closed.is_set():
             try:
                 data = self.sock.recv(65536)
             except (TimeoutError, BlockingIOError):
-                return self.messages
-            for line in data.decode().splitlines():
-                self.messages.append(line)
+                continue
+            except OSError:
+                return
+            self.messages.extend(data.decode().splitlines())
+
+    def poll(self) -> list[str]:
+        return self.messages
 
     def has(self, text: str) -> bool:
         return any(m == text or m.startswith(text) for m in self.poll())
@@ -67,6 +76,8 @@ class NotifySocket:
         wait_until(lambda: self.has(text), timeout_s)
 
     def close(self) -> None:
+        self._closed.set()
+        self._reader.join(timeout=2)
         self.sock.close()
         try:
             os.unlink(self.path)
@@ -77,8 +88,18 @@ class NotifySocket:
 class Daemon:
     """`zaggd producer|collector -c FILE` as a subprocess, ready when it says READY=1."""
 
-    def __init__(self, kind: str, config: Path, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        config: Path,
+        workdir: Path,
+        extra_env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
+        """`prefix` goes before the command, as in ["ip", "netns", "exec", NS]; it must exec
+        the daemon (not fork it), so signals reach it."""
         self.kind = kind
+        self.prefix = list(prefix or [])
         self.config = config
         self.workdir = workdir
         self.extra_env = extra_env or {}
@@ -101,7 +122,7 @@ class Daemon:
         log.write(f"--- start {self.starts}\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zaggd", self.kind, "-c", str(self.config), "--log-level", "debug"],
+            [*self.prefix, sys.executable, "-m", "zaggd", self.kind, "-c", str(self.config), "--log-level", "debug"],
             stdout=log,
             stderr=log,
             env=env,
@@ -345,3 +366,65 @@ def rotated_output(folder: Path) -> dict[str, bytes]:
     for name in sorted(set(parts) | set(live)):
         out[name] = b"".join(data for _, data in sorted(parts.get(name, []))) + live.get(name, b"")
     return out
+
+
+# -- private network namespaces, for multicast -------------------------------------
+
+
+class NetNamespaces:
+    """Network namespaces a test makes, runs daemons in, and deletes (`close()`).
+
+    Multicast never leaves them: `check()` refuses a namespace that has any
+    interface other than `lo` and the veth ends made here. Needs root and iproute2.
+    """
+
+    def __init__(self, tag: str) -> None:
+        self.tag = f"{tag}{os.getpid() % 100000}"
+        self.names: list[str] = []
+        self.links: set[str] = {"lo"}
+
+    def add(self, suffix: str) -> str:
+        """A new namespace with `lo` up; its name."""
+        name = f"{self.tag}-{suffix}"
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
+        self.names.append(name)
+        self.ip(name, "link", "set", "lo", "up")
+        return name
+
+    def veth(self, a: str, addr_a: str, b: str, addr_b: str) -> None:
+        """A veth pair from namespace `a` to `b`, with addresses like 10.250.0.1/24."""
+        end_a, end_b = f"{self.tag}a{len(self.links)}", f"{self.tag}b{len(self.links)}"
+        self.links |= {end_a, end_b}
+        self.ip(a, "link", "add", end_a, "type", "veth", "peer", "name", end_b, "netns", b)
+        for ns, end, addr in ((a, end_a, addr_a), (b, end_b, addr_b)):
+            self.ip(ns, "addr", "add", addr, "dev", end)
+            self.ip(ns, "link", "set", end, "up")
+
+    def ip(self, ns: str, *args: str) -> None:
+        subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
+
+    def prefix(self, ns: str) -> list[str]:
+        """The command prefix that runs a program in `ns` (after checking `ns`)."""
+        self.check(ns)
+        return ["ip", "netns", "exec", ns]
+
+    def interfaces(self, ns: str) -> list[str]:
+        code = "import socket; print(' '.join(n for _, n in socket.if_nameindex()))"
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+            check=True, capture_output=True, text=True, timeout=10,
+        )
+        return out.stdout.split()
+
+    def check(self, ns: str) -> None:
+        """Refuse to go on unless `ns` is ours and holds only `lo` and our veth ends."""
+        if ns not in self.names:
+            raise AssertionError(f"not a namespace this test made: {ns}")
+        foreign = [name for name in self.interfaces(ns) if name not in self.links]
+        if foreign:
+            raise AssertionError(f"namespace {ns} has interfaces this test did not make: {foreign}")
+
+    def close(self) -> None:
+        for name in reversed(self.names):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+        self.names.clear()

@@ -199,7 +199,11 @@ class CuttableProxy(threading.Thread):
                 client, _ = listener.accept()
             except TimeoutError:
                 continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()  # the producer is not up yet: the collector will retry
+                continue
             with self.lock:
                 self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):

@@ -23,6 +23,7 @@ import sdnotify
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL_S = 5.0
+NOTIFY_TIMEOUT_S = 0.5
 
 
 class Worker(threading.Thread):
@@ -55,15 +56,22 @@ class Daemon(Protocol):
     def workers(self) -> list[Worker]: ...
     def status_line(self) -> str: ...
     def reload(self) -> None: ...
-    def shutdown(self) -> None: ...
+    def shutdown(self) -> bool: ...
 
 
 class Service:
     """Carries a started daemon through its life until SIGTERM, then stops it."""
 
     def __init__(self) -> None:
-        self.events: queue.Queue[str] = queue.Queue()
+        # SimpleQueue.put is reentrant: safe from a signal handler that interrupts get().
+        self.events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.notifier = sdnotify.SystemdNotifier()
+        # A notify socket nobody reads must not stall the main loop (sends fail instead).
+        sock = getattr(self.notifier, "socket", None)
+        if sock is not None:
+            sock.settimeout(NOTIFY_TIMEOUT_S)
+        self._watchdog_s = watchdog_interval_s()
+        self._next_ping = 0.0
         self._last_progress: dict[str, int] = {}
         self._crashed = False
 
@@ -100,13 +108,16 @@ class Service:
             if now >= next_status:
                 self.notify(f"STATUS={daemon.status_line()}")
                 next_status = now + STATUS_INTERVAL_S
-            if self._workers_progressing(daemon):
-                self.notify("WATCHDOG=1")
+            if self._watchdog_s is not None and now >= self._next_ping:
+                if self._workers_progressing(daemon):
+                    self.notify("WATCHDOG=1")
+                # Twice per watchdog period, as sd_watchdog_enabled(3) advises; never faster than the loop.
+                self._next_ping = now + max(self._watchdog_s / 2 - 0.1, 0.9)
         self.notify("STOPPING=1")
         log.info("stopping: draining and writing state")
-        daemon.shutdown()
+        clean = daemon.shutdown()
         log.info("stopped")
-        return 1 if self._crashed else 0
+        return 0 if clean and not self._crashed else 1
 
     def _reload(self, daemon: Daemon) -> None:
         self.notify("RELOADING=1")
@@ -126,6 +137,20 @@ class Service:
                 log.debug("thread %s is not making progress", worker.name)
             self._last_progress[worker.name] = worker.progress
         return healthy
+
+
+def stop_threads(threads: list[Worker | None], timeout_s: float) -> bool:
+    """Stop and join threads in order; False when one of them would not stop."""
+    clean = True
+    for thread in threads:
+        if thread is None or not thread.is_alive():
+            continue
+        thread.stop()
+        thread.join(timeout=timeout_s)
+        if thread.is_alive():
+            log.error("thread %s did not stop within %.0f s; exiting without it", thread.name, timeout_s)
+            clean = False
+    return clean
 
 
 def watchdog_interval_s() -> float | None:

@@ -35,7 +35,7 @@ INSTANCE = "fedcba9876543210"
 MARKER = "zaggd-escape-marker"
 SOCKET_TIMEOUT_MS = 5000
 WIRE_EXAMPLES = settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -282,7 +282,10 @@ def test_valid_message_with_a_hostile_topic_is_written_inside_the_output_folder(
     wait_until(lambda: rig.counter("lines_written") >= lines_before + len(messages), timeout_s=10)
     rig.assert_alive()
     written = [
-        line for path in rig.out.rglob("*") if path.is_file() for line in path.read_bytes().splitlines()
+        line
+        for path in rig.out.rglob("*")
+        if path.is_file()
+        for line in path.read_bytes().splitlines()
     ]
     for index in range(len(HOSTILE_TOPICS)):
         assert f"hostile {index} {MARKER}".encode() in written
@@ -454,11 +457,31 @@ def test_replay_requests_that_are_not_requests_are_counted(replay_rig: ReplayRig
             heartbeat(node="node-01"),
             [wire.CONTROL_TOPIC, replay_request("node-01", SID, 0, 1)[1], b"body"],
             [b"app.t", *replay_request("node-01", SID, 0, 1)[1:]],
-            [wire.CONTROL_TOPIC, header(v=1, k="replay", node="node-01", stream=SID, start=5, end=1), b""],
-            [wire.CONTROL_TOPIC, header(v=1, k="replay", node="../node-01", stream=SID, start=0, end=1), b""],
-            [wire.CONTROL_TOPIC, header(v=1, k="replay", node="node-01", stream="../..", start=0, end=1), b""],
-            [wire.CONTROL_TOPIC, header(v=1, k="replay", node="node-01", stream=SID, start=-5, end=1), b""],
-            [wire.CONTROL_TOPIC, header(v=2, k="replay", node="node-01", stream=SID, start=0, end=1), b""],
+            [
+                wire.CONTROL_TOPIC,
+                header(v=1, k="replay", node="node-01", stream=SID, start=5, end=1),
+                b"",
+            ],
+            [
+                wire.CONTROL_TOPIC,
+                header(v=1, k="replay", node="../node-01", stream=SID, start=0, end=1),
+                b"",
+            ],
+            [
+                wire.CONTROL_TOPIC,
+                header(v=1, k="replay", node="node-01", stream="../..", start=0, end=1),
+                b"",
+            ],
+            [
+                wire.CONTROL_TOPIC,
+                header(v=1, k="replay", node="node-01", stream=SID, start=-5, end=1),
+                b"",
+            ],
+            [
+                wire.CONTROL_TOPIC,
+                header(v=2, k="replay", node="node-01", stream=SID, start=0, end=1),
+                b"",
+            ],
         ]
     )
 
@@ -500,7 +523,9 @@ def test_replay_range_past_the_end_of_the_file(replay_rig: ReplayRig) -> None:
 def test_random_frames_to_the_replay_server_are_counted(
     replay_rig: ReplayRig, messages: list[list[bytes]]
 ) -> None:
-    refused = [m for m in messages if is_invalid(m) or not isinstance(wire.decode(m), wire.ReplayRequest)]
+    refused = [
+        m for m in messages if is_invalid(m) or not isinstance(wire.decode(m), wire.ReplayRequest)
+    ]
     replay_rig.expect_refused(refused)
 
 

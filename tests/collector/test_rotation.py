@@ -243,7 +243,9 @@ def test_rotated_names_sort_in_cut_order_and_never_collide(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("per_block", [1, 50])
-def test_gzip_archives_decompress_to_exactly_the_lines_written(tmp_path: Path, per_block: int) -> None:
+def test_gzip_archives_decompress_to_exactly_the_lines_written(
+    tmp_path: Path, per_block: int
+) -> None:
     rules = RotateConfig(max_bytes=50_000, compress=Compression.GZIP)
     h = OutputHarness(tmp_path, rules, start_worker=True)
     lines = numbered_lines("g", 0, 2000, LINE)
@@ -488,7 +490,9 @@ def test_kill_mid_compression_leaves_no_archive_under_its_final_name(tmp_path: P
         h.close()
 
 
-@pytest.mark.parametrize("stage", ["archive renamed, plain file not removed", "manifest written, archive not renamed"])
+@pytest.mark.parametrize(
+    "stage", ["archive renamed, plain file not removed", "manifest written, archive not renamed"]
+)
 def test_kill_late_in_sealing_keeps_one_copy(tmp_path: Path, stage: str) -> None:
     lines = numbered_lines("s", 0, 30, LINE)
     rules = RotateConfig(max_bytes=1000, compress=Compression.GZIP)
@@ -559,6 +563,17 @@ def complete_output(folder: Path, expected: bytes) -> bool:
     return sum(len(v) for v in out.values()) >= len(expected)
 
 
+def wait_for_cut(folder: Path, known: set[Path], timeout_s: float) -> None:
+    """Return as soon as a rotated file that is not in `known` appears (or on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if folder.is_dir() and any(
+            p not in known and parse_rotated(p.name) is not None for p in folder.iterdir()
+        ):
+            return
+        time.sleep(0.002)
+
+
 @pytest.mark.slow
 def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
     rng = random.Random(5)
@@ -573,6 +588,7 @@ def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
         {"bind": [f"tcp://127.0.0.1:{data_port}"], "replay": f"tcp://127.0.0.1:{replay_port}"},
     )
     out = tmp_path / "out"
+    folder = out / "app"
     ccfg = collector_config(
         tmp_path,
         "c1",
@@ -605,9 +621,14 @@ def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
     try:
         producer.start()
         appender.start()
-        for _ in range(20):
+        for i in range(20):
             collector.start()
-            time.sleep(rng.uniform(0.05, 0.8))
+            if i % 2:
+                # Right after a cut shows up on disk: mid-seal, or before the next checkpoint.
+                before = set(folder.iterdir()) if folder.is_dir() else set()
+                wait_for_cut(folder, before, timeout_s=3.0)
+            else:
+                time.sleep(rng.uniform(0.05, 0.6))
             collector.kill()
             intents = checkpoint_intents(tmp_path / "state-c1")
             seen["cut under way"] += any(i.get("op") == "rotate" for i in intents)
@@ -618,7 +639,6 @@ def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
         expected = b"".join(written)
         assert source.read_bytes() == expected
         collector.start()
-        folder = out / "app"
         wait_until(lambda: complete_output(folder, expected), timeout_s=60, interval_s=0.5)
         wait_until(lambda: rotated_names(folder, "") == [], timeout_s=30)
         assert collector.stop() == 0
@@ -638,6 +658,9 @@ def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
         )
         assert verify.returncode == 0, verify.stdout + verify.stderr
         print(f"kills: 20; checkpoint or disk at the kill: {seen}")
+        assert seen["cut under way"] + seen["temp archive"] > 0, (
+            f"no kill hit a cut or a seal: {seen}"
+        )
     finally:
         stop_appending.set()
         if appender.is_alive():

@@ -23,7 +23,7 @@ from zaggd.config import CollectorConfig
 from zaggd.control import SOCKET_NAME, ControlServer
 from zaggd.errors import ZaggdError
 from zaggd.metrics import COLLECTOR_COUNTERS, Counters, Rate
-from zaggd.service import Service, Worker
+from zaggd.service import Service, Worker, stop_threads
 from zaggd.statefile import ensure_dir
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class Collector:
         )
 
     def snapshot(self) -> dict[str, object]:
-        snap = dict(self.subscriber.snapshot) if self.subscriber is not None else {}
+        snap = dict(self.subscriber.fresh_snapshot()) if self.subscriber is not None else {}
         return {
             "daemon": "collector",
             "config": self.config.path,
@@ -173,17 +173,15 @@ class Collector:
             log.error("reload: the new subscriber failed to start: %s", self.subscriber.error)
             self.service.crash("zaggd-subscriber")
 
-    def shutdown(self) -> None:
-        for thread in (self.subscriber, self.control):
-            if thread is not None:
-                thread.stop()
-                thread.join(timeout=20)
+    def shutdown(self) -> bool:
+        clean = stop_threads([self.subscriber, self.control], 20.0)
         if self.rotation is not None:
             self.rotation.stop()
-        if self.subscriber is not None:
+        if self.subscriber is not None and clean:
             self.subscriber.writer.close_all()
-        if self.context is not None:
-            self.context.term()
+        if self.context is not None and clean:
+            self.context.term()  # would hang on a socket a stuck thread still holds
+        return clean
 
 
 def run(config: CollectorConfig) -> int:

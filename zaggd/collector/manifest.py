@@ -253,7 +253,7 @@ def check_folder(folder: str, names: list[str], report: Report) -> None:
         elif parsed.ext == GZIP_SUFFIX:
             report.add(Problem.INCOMPLETE, path, "archive without a manifest")
     for links in chains.values():
-        check_chain(folder, links, report)
+        check_chain(folder, links, sealed, report)
 
 
 def check_archive(
@@ -289,18 +289,22 @@ def check_archive(
         report.add(Problem.ALTERED, path, "SHA-256 differs from the manifest")
 
 
-def check_chain(folder: str, links: list[tuple[RotatedName, Manifest]], report: Report) -> None:
+def check_chain(
+    folder: str, links: list[tuple[RotatedName, Manifest]], sealed: set[str], report: Report
+) -> None:
     """Archives cut from one live file link back to each other; a broken link is a lost archive.
 
     Only the oldest may point at an archive that is gone: retention removes the
-    oldest first.
+    oldest first. A link to a base whose manifest is there (even unreadable,
+    already reported) is not a loss.
     """
     links.sort(key=lambda pair: pair[0].stamp)
     for (older, _), (newer, manifest) in itertools.pairwise(links):
-        if manifest.previous is not None and manifest.previous != older.base:
+        previous = manifest.previous
+        if previous is not None and previous != older.base and previous not in sealed:
             report.add(
                 Problem.MISSING,
-                os.path.join(folder, manifest.previous),
+                os.path.join(folder, previous),
                 f"archive and manifest gone: {newer.base} follows it, {older.base} precedes it",
             )
 

@@ -262,6 +262,7 @@ class Rotation:
         self._current_at = 0.0
         self._next_idle_check = 0.0
         self._idle_error_logged = False
+        self._seal_error_logged = False  # worker's: one error per outage, not one per retry
         # folder -> base -> sealed archive; the worker's alone
         self._archives: dict[str, dict[str, Archive]] = {}
         self._worker = RotationWorker(self, on_crash or _log_crash)
@@ -525,16 +526,21 @@ class Rotation:
             manifest = seal(intent, tick)
         except OSError as exc:
             self.counters.add("seal_errors")
-            what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "error"
-            log.error(
-                "cannot seal %s (%s: %s); retrying in %.0f s",
-                base,
-                what,
-                exc.strerror or exc,
-                RETRY_S,
-            )
+            if not self._seal_error_logged:
+                what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "error"
+                log.error(
+                    "cannot seal %s (%s: %s); retrying every %.0f s",
+                    base,
+                    what,
+                    exc.strerror or exc,
+                    RETRY_S,
+                )
+                self._seal_error_logged = True
             self._expire_folder(os.path.dirname(base), now)
             return False
+        if self._seal_error_logged:
+            log.warning("sealing rotated files again after the earlier error")
+            self._seal_error_logged = False
         with self._lock:
             self._pending.pop(base, None)
         self.counters.add("archives_sealed")

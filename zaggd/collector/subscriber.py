@@ -16,6 +16,7 @@ second, resuming by itself when space returns.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class SubscriberThread(Worker):
         self.rotation = rotation
         if rotation is not None:
             rotation.checkpoint = self.write_checkpoint  # a rotation records its intent first
-        self.started = __import__("threading").Event()
+        self.started = threading.Event()
         self.error: Exception | None = None
         self.bound: list[str] = []
         self.streams: dict[tuple[str, str], StreamState] = {}
@@ -547,6 +548,18 @@ class SubscriberThread(Worker):
         if what not in self._logged_bad:
             self._logged_bad.add(what)
             log.warning("message dropped: %s: %s (further ones are only counted)", what, detail[:200])
+
+    def fresh_snapshot(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """A snapshot taken by this thread now (or the last one, if it is busy)."""
+        done = threading.Event()
+
+        def take() -> None:
+            self._refresh_snapshot()
+            done.set()
+
+        self.calls.append(take)
+        done.wait(timeout_s)
+        return self.snapshot
 
     def _refresh_snapshot(self) -> None:
         lag = sum(max(0, st.known_end - st.expected) for st in self.streams.values())

@@ -23,7 +23,7 @@ from zaggd.producer.publisher import PublisherThread
 from zaggd.producer.replay import ReplayServer
 from zaggd.producer.streams import Registry
 from zaggd.producer.tailing import TailerThread
-from zaggd.service import Service, Worker
+from zaggd.service import Service, Worker, stop_threads
 from zaggd.statefile import ensure_dir
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class Producer:
         )
 
     def snapshot(self) -> dict[str, object]:
-        snap = dict(self.tailer.snapshot) if self.tailer is not None else {}
+        snap = dict(self.tailer.fresh_snapshot()) if self.tailer is not None else {}
         return {
             "daemon": "producer",
             "node": self.config.node,
@@ -163,16 +163,13 @@ class Producer:
         finally:
             paused.release()
 
-    def shutdown(self) -> None:
-        if self.tailer is not None:
-            self.tailer.stop()
-            self.tailer.join(timeout=20)
-        for thread in (self.publisher, self.replay, self.control):
-            if thread is not None:
-                thread.stop()
-                thread.join(timeout=10)
-        if self.context is not None:
-            self.context.term()
+    def shutdown(self) -> bool:
+        # The tailer first, so the publisher drains everything it queued.
+        clean = stop_threads([self.tailer], 20.0)
+        clean = stop_threads([self.publisher, self.replay, self.control], 10.0) and clean
+        if self.context is not None and clean:
+            self.context.term()  # would hang on a socket a stuck thread still holds
+        return clean
 
 
 class _Pause:

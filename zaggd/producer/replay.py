@@ -26,6 +26,7 @@ from zaggd import wire
 from zaggd.config import PublishConfig
 from zaggd.endpoints import attach
 from zaggd.errors import ProtocolError
+from zaggd.identity import open_instance
 from zaggd.metrics import Counters
 from zaggd.producer.streams import Registry, ReplayTarget
 from zaggd.producer.tailer import read_range
@@ -204,27 +205,6 @@ class ReplayServer(Worker):
 
 
 def _open_instance(target: ReplayTarget) -> int | None:
-    """An open handle on the stream's file instance, wherever it was renamed to."""
-    folder = os.path.dirname(target.path)
-    candidates = [target.path]
-    try:
-        candidates += [os.path.join(folder, n) for n in os.listdir(folder)]
-    except OSError:
-        pass
-    for path in candidates:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if not target.file_id.is_same_inode(st):
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        from zaggd.identity import has_prefix
-
-        if target.file_id.fingerprint.size == 0 or has_prefix(fd, target.file_id.fingerprint):
-            return fd
-        os.close(fd)
-    return None
+    """An open handle on the stream's file instance, wherever it was renamed or compressed to."""
+    found = open_instance(target.path, target.file_id)
+    return None if found is None else found.fd

@@ -35,7 +35,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zaggd.config import LongLinePolicy, ProducerConfig, Source, StartAt
 from zaggd.identity import (
@@ -47,6 +47,7 @@ from zaggd.identity import (
     decompress_to_fd,
     file_id_of_fd,
     fingerprint_of,
+    has_prefix,
     is_compressed,
     open_compressed_copy,
     path_has_prefix,
@@ -65,6 +66,7 @@ START_AT_END_LOOKBACK = 65536
 # How long a finished stream stays in heartbeats, so a collector still learns its end.
 RETIRE_AFTER_S = 30.0
 RETIRE_AFTER_HEARTBEATS = 30
+MTIME_SLACK_S = 0.1  # file times come from a coarse clock, a tick behind time.time()
 
 Inode = tuple[int, int]
 
@@ -140,6 +142,9 @@ class StreamManager:
         self.ready: set[str] = set()  # streams that may have bytes to read
         self.opened: OrderedDict[str, None] = OrderedDict()  # open handles, least recent first
         self.retiring: deque[tuple[float, str]] = deque()  # finished streams, by deadline
+        # New streams the offset store does not hold yet. None is read before it does:
+        # after a kill, a stream found again must keep its id, or its lines would double.
+        self.unsaved: set[str] = set()
         self.first_start = True
         self.dirty = False
         self.retire_after_s = max(
@@ -169,7 +174,7 @@ class StreamManager:
         missing = [(r, s) for r, s in missing if not self._resume_copied(r, s, listings)]
         for record, source in missing:
             if not self._resume_compressed(record, source, listings):
-                self._note_gone_while_stopped(record)
+                self._note_gone_while_stopped(record, source)
         self._read_rotated_unknown(stored.saved_at, listings)
         self.dirty = True
 
@@ -195,8 +200,8 @@ class StreamManager:
         if copy is None:
             return False
         path, file_id, size = copy
-        tailer = self._resume(record, source, path, file_id)
         log.info("stream copied while stopped: %s -> %s (stream %s)", record.path, path, record.stream)
+        tailer = self._resume(record, source, path, file_id, renamed=False)
         if size < record.offset:
             self._finish(tailer, "its copy holds nothing more to read")
         return True
@@ -222,14 +227,16 @@ class StreamManager:
         self._adopt(tailer, found.fd)
         return True
 
-    def _resume(self, record: StreamRecord, source: Source, path: str, file_id: FileId) -> Tailer:
+    def _resume(
+        self, record: StreamRecord, source: Source, path: str, file_id: FileId, renamed: bool = True
+    ) -> Tailer:
         tailer = self._make_tailer(record.stream, source, path, file_id, record.offset)
         tailer.topic = record.topic.encode("utf-8")
         tailer.last_size = record.last_size
         tailer.rotated = record.rotated or path != record.path
         if not tailer.rotated and self.live.get(path) is not None:
             tailer.rotated = True  # two records claimed one path; the first keeps it
-        if path != record.path:
+        if path != record.path and renamed:
             log.info("stream renamed while stopped: %s -> %s (stream %s)", record.path, path, record.stream)
         self._adopt(tailer)
         return tailer
@@ -244,14 +251,21 @@ class StreamManager:
         self._announce(tailer)
         self.retiring.append((time.monotonic() + self.retire_after_s, tailer.stream))
 
-    def _note_gone_while_stopped(self, record: StreamRecord) -> None:
+    def _note_gone_while_stopped(self, record: StreamRecord, source: Source) -> None:
+        """Announced to its last known size: a collector missing any of it hears "gone".
+
+        What was sent before the stop is not known here (blocks after the last
+        save may have reached collectors), so the collectors count the loss.
+        """
+        end = max(record.offset, record.last_size)
         log.warning(
-            "stream gone while the producer was stopped: %s (stream %s), read to %d",
+            "stream gone while the producer was stopped: %s (stream %s), read to %d of %d bytes",
             record.path,
             record.stream,
             record.offset,
+            end,
         )
-        self._count_lost(record.stream, record.path, record.offset, record.last_size, "file gone")
+        self._resume_finished(replace(record, offset=end), source)
 
     def _read_rotated_unknown(self, saved_at: float, listings: _Listings) -> None:
         """Read rotated siblings of watched files that appeared while we were stopped."""
@@ -281,10 +295,10 @@ class StreamManager:
         if known.has(os.pread(fd, fid.fingerprint.size, 0)):
             os.close(fd)  # a copy of a stream we know: its bytes are sent under that stream
             return
-        log.info("reading rotated file that appeared while stopped: %s", path)
+        log.info("reading a rotated file never seen before: %s", path)
         tailer = self._make_tailer(new_id(), source, path, fid, 0)
         tailer.rotated = True
-        self._adopt(tailer, fd)
+        self._adopt(tailer, fd, new=True)
         self.counters.add("streams_opened")
 
     def _read_unknown_compressed(self, path: str, source: Source, known: _KnownHeads) -> None:
@@ -302,7 +316,7 @@ class StreamManager:
         log.info("reading compressed rotated file that appeared while stopped: %s", path)
         tailer = self._make_tailer(new_id(), source, path, fid, 0)
         tailer.rotated = tailer.decompressed = True
-        self._adopt(tailer, fd)
+        self._adopt(tailer, fd, new=True)
         self.counters.add("streams_opened")
 
     # -- discovery -----------------------------------------------------------
@@ -336,6 +350,7 @@ class StreamManager:
         if sid is not None:
             tailer = self.tailers[sid]
             if st is not None and tailer.file_id.is_same_inode(st):
+                self._note_size(tailer, st.st_size)
                 self.ready.add(sid)  # the common case: a live file grew
                 return
             self._relocate(tailer)
@@ -343,12 +358,16 @@ class StreamManager:
         if sid is not None:
             tailer = self.tailers[sid]
             if st is not None and tailer.file_id.is_same_inode(st):
+                self._note_size(tailer, st.st_size)
                 self.ready.add(sid)
             else:
                 self._relocate(tailer)
         if st is None or not stat.S_ISREG(st.st_mode):
             return
         known = self.by_inode.get((st.st_dev, st.st_ino))
+        if known is not None and self._is_inode_reused(self.tailers[known], path):
+            self._finish(self.tailers[known], "its file is gone; the inode holds another file now")
+            known = None
         if known is not None:
             tailer = self.tailers[known]
             if tailer.path != path and not _names_inode(tailer.path, st):
@@ -358,6 +377,28 @@ class StreamManager:
         source = source_of(path, self.config.sources)
         if source is not None:
             self._open_new(path, source)
+
+    def _is_inode_reused(self, tailer: Tailer, path: str) -> bool:
+        """A closed stream's inode at `path` with other first bytes: deleted, then reused.
+
+        (An open handle keeps its inode from being reused; a changed file under
+        one is a truncation, found when it is read.)
+        """
+        return (
+            tailer.fd is None
+            and tailer.path != path
+            and (is_compressed(path) or not path_has_prefix(path, tailer.file_id.fingerprint))
+        )
+
+    def _note_size(self, tailer: Tailer, size: int) -> None:
+        """Remember how far a file grew, to count what a truncation before the read loses."""
+        if size <= tailer.last_size:
+            return
+        if tailer.fd is None and not self._reopen(tailer):
+            return  # changed under its closed handle: the read finds out how
+        with contextlib.suppress(OSError):
+            if tailer.fd is not None and has_prefix(tailer.fd, tailer.file_id.fingerprint):
+                tailer.last_size = size
 
     def _look_at(self, path: str, source: Source, st: os.stat_result) -> None:
         sid = self.live.get(path)
@@ -386,7 +427,8 @@ class StreamManager:
         if self.first_start and source.start_at is StartAt.END:
             offset = _line_start_before_end(fd)
         tailer = self._make_tailer(new_id(), source, path, fid, offset)
-        self._adopt(tailer, fd)
+        tailer.last_size = max(offset, os.fstat(fd).st_size)
+        self._adopt(tailer, fd, new=True)
         self.counters.add("streams_opened")
         log.info(
             "stream opened: %s from offset %d (stream %s, topic %s)",
@@ -409,8 +451,11 @@ class StreamManager:
             last_size=offset,
         )
 
-    def _adopt(self, tailer: Tailer, fd: int | None = None) -> None:
+    def _adopt(self, tailer: Tailer, fd: int | None = None, new: bool = False) -> None:
+        """Take a stream in; a `new` one is read only once the offset store has it."""
         sid = tailer.stream
+        if new:
+            self.unsaved.add(sid)
         self.tailers[sid] = tailer
         self.by_inode[(tailer.file_id.device, tailer.file_id.inode)] = sid
         self.at_path[tailer.path] = sid
@@ -470,8 +515,37 @@ class StreamManager:
                 del self.at_path[old_path]
             log.info("stream deleted or moved away: %s (stream %s)", old_path, tailer.stream)
             self.ready.add(tailer.stream)
-        elif self.by_inode.get((tailer.file_id.device, tailer.file_id.inode)) == tailer.stream:
+        elif self._owns_inode(tailer) and not self._follow_compressed(tailer):
             self._finish(tailer, "deleted while its handle was closed")
+
+    def _owns_inode(self, tailer: Tailer) -> bool:
+        return self.by_inode.get((tailer.file_id.device, tailer.file_id.inode)) == tailer.stream
+
+    def _follow_compressed(self, tailer: Tailer) -> bool:
+        """A closed stream whose file was compressed (delaycompress): read on from a copy."""
+        if tailer.file_id.fingerprint.size == 0:
+            return False
+        found = open_compressed_copy(tailer.file_id.fingerprint, _siblings(tailer.path))
+        if found is None:
+            return False
+        if os.fstat(found.fd).st_size <= tailer.offset:
+            os.close(found.fd)
+            return False
+        log.info(
+            "stream compressed: %s -> %s, reading on from %d (stream %s)",
+            tailer.path,
+            found.path,
+            tailer.offset,
+            tailer.stream,
+        )
+        self._forget(tailer)
+        tailer.file_id = found.file_id
+        tailer.decompressed = True
+        self._move(tailer, found.path)
+        self.by_inode[(found.file_id.device, found.file_id.inode)] = tailer.stream
+        self._attach(tailer, found.fd)
+        self.ready.add(tailer.stream)
+        return True
 
     def _find_renamed(self, tailer: Tailer) -> str | None:
         for path in _siblings(tailer.path):
@@ -525,6 +599,8 @@ class StreamManager:
         """Read one block from each ready stream; returns how many blocks were emitted."""
         emitted = 0
         for sid in list(self.ready):
+            if sid in self.unsaved:
+                continue
             tailer = self.tailers.get(sid)
             if tailer is None or tailer.finished:
                 self.ready.discard(sid)
@@ -597,7 +673,27 @@ class StreamManager:
             self._take_copy(tailer, *copy)
         source = source_of(path, self.config.sources)
         if source is not None:
+            self._read_unseen_copies(path, source, tailer.intact_at - MTIME_SLACK_S)
             self._open_new(path, source)
+
+    def _read_unseen_copies(self, path: str, source: Source, since: float) -> None:
+        """Rotated copies of content that lived at `path` between two looks.
+
+        The file was truncated, written and copied again before we looked: a
+        copy newer than our last look that starts like no known stream holds
+        lines never read.
+        """
+        known: _KnownHeads | None = None
+        base = os.path.basename(path)
+        for sibling in _siblings(path):
+            if not _is_rotated_name(base, os.path.basename(sibling)) or is_compressed(sibling):
+                continue
+            st = _stat(sibling)
+            if st is None or st.st_mtime < since or (st.st_dev, st.st_ino) in self.by_inode:
+                continue
+            if known is None:
+                known = _KnownHeads(t.file_id.fingerprint for t in self.tailers.values())
+            self._read_unknown_plain(sibling, source, known)
 
     def _take_copy(self, tailer: Tailer, copy_path: str, copy_id: FileId, copy_size: int) -> None:
         log.info(
@@ -683,7 +779,7 @@ class StreamManager:
         if end > tailer.offset:
             self._lose(tailer, tailer.offset, end, why)
         else:
-            log.info("stream finished: %s (stream %s): %s", tailer.path, tailer.stream, why)
+            log.info("stream finished, read to its end: %s (stream %s): %s", tailer.path, tailer.stream, why)
         self._close(tailer)
         self._forget(tailer)
         self.ready.discard(tailer.stream)
@@ -709,9 +805,8 @@ class StreamManager:
                 continue
             idle_s = now - tailer.last_active
             if deleted and idle_s >= DELETED_GRACE_S:
-                end = tailer.offset + max(0, pending)
-                self._finish(tailer, "deleted, and its last line has no newline", end)
-                log.info("stream deleted and read to its end: %s (stream %s)", tailer.path, sid)
+                why = "deleted, its last line without a newline" if pending > 0 else "deleted"
+                self._finish(tailer, why, tailer.offset + max(0, pending))
             elif not deleted and idle_s >= close_idle_s:
                 self._close(tailer)
                 self.counters.add("streams_closed")
@@ -739,6 +834,10 @@ class StreamManager:
             if tailer.source not in names:
                 log.info("source removed, stream closed: %s (stream %s)", tailer.path, tailer.stream)
                 self._retire(tailer)
+
+    def saved(self, records: list[StreamRecord]) -> None:
+        """The offset store now holds `records`: their new streams may be read."""
+        self.unsaved.difference_update(r.stream for r in records)
 
     def records(self) -> list[StreamRecord]:
         return [

@@ -156,6 +156,7 @@ class Tailer:
     replaced: bool = False  # the first bytes changed under a read: truncated and regrown
     last_size: int = 0  # the largest size the file was seen at
     stalled_size: int = -1  # the size at which only a partial line was left to read
+    intact_at: float = field(default_factory=time.time)  # wall time it was last seen unchanged
     last_active: float = field(default_factory=time.monotonic)
     counts: CutCounts = field(default_factory=CutCounts)
 
@@ -203,6 +204,7 @@ class Tailer:
             return True
         # Only sizes of our own content count: they bound what a truncation loses.
         self.last_size = max(self.last_size, size)
+        self.intact_at = time.time()
         return False
 
     def is_deleted(self) -> bool:

@@ -103,6 +103,9 @@ class TailerThread(Worker):
                 self.discovery.update_watches(self.config.sources)
                 manager.rescan()
                 last_rescan = now
+            if manager.unsaved:
+                self.save_state()  # new streams are known to the store before their first block
+                last_save = now
             manager.read_round(self.config.read_bytes)
             if now - last_house >= HOUSEKEEPING_INTERVAL_S:
                 manager.close_finished(now)
@@ -135,7 +138,9 @@ class TailerThread(Worker):
 
     def save_state(self) -> None:
         try:
-            self.store.save(self.instance, time.time(), self.manager.records())
+            records = self.manager.records()
+            self.store.save(self.instance, time.time(), records)
+            self.manager.saved(records)
             self.manager.dirty = False
         except OSError as exc:
             log.error("cannot write the offset store %s: %s", self.store.path, exc.strerror)
@@ -146,6 +151,18 @@ class TailerThread(Worker):
         self.manager.apply_sources(config)
         self.discovery.update_watches(config.sources)
         self.manager.rescan()
+
+    def fresh_snapshot(self, timeout_s: float = 2.0) -> dict[str, object]:
+        """A snapshot taken by this thread now (or the last one, if it is busy)."""
+        done = threading.Event()
+
+        def take() -> None:
+            self._refresh_snapshot()
+            done.set()
+
+        self.calls.put(take)
+        done.wait(timeout_s)
+        return self.snapshot
 
     def _refresh_snapshot(self) -> None:
         m = self.manager

@@ -1,0 +1,192 @@
+"""Rotation benchmark: end-to-end throughput with rotation every 10 MB and gzip,
+beside the same backlog without rotation, as a ratio (issue 5; target >= 0.70).
+
+The input is access-log-like lines of about 120 bytes (varied enough that gzip
+does real work: roughly 4:1, not the 50:1 of padded test lines), in 4 files,
+moved into the watched folder as a backlog while a producer and a collector
+run. Throughput is lines written per second, from the move to the collector's
+`lines_written` reaching the total; the run with rotation also reports when
+the last archive was sealed, and checks that the archives and the live file
+hold exactly the input.
+
+    python bench/rotation.py [--lines 625000] [--max-bytes 10MB] [--level N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import cpu_seconds, pair, peak_rss_mb  # noqa: E402
+
+from zaggd.collector.manifest import parse_rotated  # noqa: E402
+
+FILES = 4
+POOL = 20_000  # distinct line bodies: far more than gzip's 32 KiB window holds
+
+METHODS = ["GET", "GET", "GET", "POST", "PUT", "DELETE"]
+PATHS = ["/", "/api/v1/items", "/api/v1/users", "/static/app.js", "/login", "/search", "/img/logo.png"]
+AGENTS = ["curl/8.5", "Mozilla/5.0", "Go-http/1.1", "python-requests/2.31", "kube-probe/1.29"]
+
+
+def line_pool(seed: int) -> list[str]:
+    """Access-log-like bodies, each padded or cut so a numbered line is 120 bytes."""
+    rng = random.Random(seed)
+    pool = []
+    for _ in range(POOL):
+        body = (
+            f"{rng.randrange(1, 255)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)} "
+            f"{rng.choice(METHODS)} {rng.choice(PATHS)}?id={rng.randrange(10**8)} "
+            f"{rng.choice([200, 200, 200, 301, 404, 500])} {rng.randrange(50, 90000)} "
+            f"{rng.randrange(1, 3000)}ms {rng.choice(AGENTS)} {rng.getrandbits(64):016x}"
+        )
+        pool.append((body + " " * 120)[:101])
+    return pool
+
+
+def make_files(folder: Path, lines_per_file: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(FILES):
+        pool = line_pool(i)
+        path = folder / f"f{i}.log"
+        with open(path, "wb") as f:
+            for start in range(0, lines_per_file, 100_000):
+                end = min(start + 100_000, lines_per_file)
+                chunk = "".join(f"f{i} {n:09d} {pool[n % POOL]}\n" for n in range(start, end))
+                f.write(chunk.encode())
+        paths.append(path)
+    return paths
+
+
+def wait_written(collector, total_lines: int, timeout_s: float = 1800.0) -> float:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if collector.status()["counters"]["lines_written"] >= total_lines:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for the collector")
+        time.sleep(0.02)
+
+
+def unsealed(folder: Path) -> int:
+    count = 0
+    for p in folder.iterdir():
+        parsed = parse_rotated(p.name)
+        if parsed is not None and parsed.ext in ("", ".gz.tmp"):
+            count += 1
+    return count
+
+
+def output_matches(folder: Path, files: list[Path]) -> bool:
+    """Archives in name order, then the live file: every input line once (order per file)."""
+    got = 0
+    per_file: dict[bytes, int] = {}
+    names = sorted(p.name for p in folder.iterdir())
+    for name in [n for n in names if parse_rotated(n) is not None] + [n for n in names if parse_rotated(n) is None]:
+        parsed = parse_rotated(name)
+        if parsed is not None and parsed.ext not in ("", ".gz"):
+            continue
+        data = (folder / name).read_bytes()
+        if name.endswith(".gz"):
+            data = gzip.decompress(data)
+        got += len(data)
+        for line in data.splitlines():
+            prefix, number = line.split(b" ", 2)[:2]
+            if int(number) != per_file.get(prefix, 0):
+                print(f"out of order or doubled: {line[:40]!r}")
+                return False
+            per_file[prefix] = int(number) + 1
+    return got == sum(f.stat().st_size for f in files)
+
+
+def run(base: Path, files: list[Path], total: int, rotate: dict[str, object] | None, label: str) -> dict[str, float]:
+    run_dir = base / label
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True)
+    output: dict[str, object] = {"path": str(run_dir / "out" / "{topic}" / "{node}.log")}
+    if rotate:
+        output["rotate"] = rotate
+    producer, collector = pair(
+        run_dir, [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}], output=output, name=label
+    )
+    collector.start()
+    producer.start()
+    try:
+        cpu0 = (cpu_seconds(producer.pid), cpu_seconds(collector.pid))
+        staged = [run_dir / f.name for f in files]
+        for src, dst in zip(files, staged, strict=True):
+            os.link(src, dst)
+        start = time.monotonic()
+        for path in staged:
+            os.rename(path, logs / path.name)
+        end = wait_written(collector, total)
+        folder = run_dir / "out" / "app"
+        sealed_at = end
+        if rotate:
+            while unsealed(folder):
+                time.sleep(0.05)
+            sealed_at = time.monotonic()
+        result = {
+            "seconds": end - start,
+            "lines_per_s": total / (end - start),
+            "sealed_after_s": sealed_at - start,
+            "producer_cpu_s": cpu_seconds(producer.pid) - cpu0[0],
+            "collector_cpu_s": cpu_seconds(collector.pid) - cpu0[1],
+            "collector_rss_mb": peak_rss_mb(collector.pid),
+            "files": len(list(folder.iterdir())),
+        }
+        if rotate:
+            stored = sum(p.stat().st_size for p in folder.iterdir())
+            result["stored_mb"] = stored / 1e6
+            result["exact"] = float(output_matches(folder, files))
+        return result
+    finally:
+        producer.stop()
+        collector.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=625_000, help="lines per file (4 files, 120 bytes each)")
+    parser.add_argument("--max-bytes", default="10MB")
+    parser.add_argument("--compress", default="gzip")
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="zaggd-bench-rotation-"))
+    try:
+        files = make_files(base / "source", args.lines)
+        total = FILES * args.lines
+        size_mb = sum(f.stat().st_size for f in files) / 1e6
+        print(f"input: {FILES} files x {args.lines} lines, {size_mb:.0f} MB, as a backlog")
+        plain = run(base, files, total, None, "plain")
+        rotated = run(base, files, total, {"max_bytes": args.max_bytes, "compress": args.compress}, "rotated")
+        for label, r in (("no rotation", plain), (f"rotate {args.max_bytes} + {args.compress}", rotated)):
+            extra = ""
+            if "stored_mb" in r:
+                extra = (
+                    f"; last archive sealed at {r['sealed_after_s']:.2f} s; {r['files']} files, "
+                    f"{r['stored_mb']:.0f} MB stored; output exact: {'yes' if r['exact'] else 'NO'}"
+                )
+            print(
+                f"{label:24}: {r['seconds']:.2f} s, {r['lines_per_s']:,.0f} lines/s, "
+                f"{size_mb / r['seconds']:.0f} MB/s; CPU producer {r['producer_cpu_s']:.1f} s, "
+                f"collector {r['collector_cpu_s']:.1f} s; collector peak RSS {r['collector_rss_mb']:.0f} MB{extra}"
+            )
+        ratio = rotated["lines_per_s"] / plain["lines_per_s"]
+        print(f"ratio (rotation + {args.compress} / none): {ratio:.2f}  (target >= 0.70: {'met' if ratio >= 0.70 else 'MISSED'})")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

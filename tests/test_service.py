@@ -1,0 +1,300 @@
+"""Running as a service: the notify protocol, watchdog pings, reload, stop, status, logging."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.helpers import (
+    REPO,
+    Daemon,
+    collector_config,
+    free_port,
+    numbered_lines,
+    producer_config,
+    stop_all,
+    wait_until,
+    write_yaml,
+)
+
+
+def bound_pair(tmp_path: Path, sources: list[dict[str, object]] | None = None) -> tuple[Daemon, Daemon, Path]:
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    port, replay = free_port(), free_port()
+    pcfg = producer_config(
+        tmp_path,
+        "node1",
+        sources or [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}],
+        {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"},
+    )
+    ccfg = collector_config(tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{port}"]})
+    return Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path), logs
+
+
+def kinds(messages: list[str]) -> list[str]:
+    """READY/STATUS/WATCHDOG/... in order, each run of repeats folded into one."""
+    out: list[str] = []
+    for m in messages:
+        k = m.split("=", 1)[0]
+        if k in ("MONOTONIC_USEC",):
+            continue
+        if not out or out[-1] != k:
+            out.append(k)
+    return out
+
+
+def test_notify_protocol_order(tmp_path: Path) -> None:
+    producer, collector, logs = bound_pair(tmp_path)
+    producer.extra_env = {"WATCHDOG_USEC": "2000000"}
+    try:
+        producer.start()
+        assert producer.notify is not None
+        wait_until(lambda: producer.notify.has("WATCHDOG=1"), 10)
+        producer.signal(signal.SIGHUP)
+        wait_until(lambda: producer.notify.has("RELOADING=1"), 10)
+        wait_until(lambda: kinds(producer.notify.poll()).count("READY") == 2, 10)
+        time.sleep(1.5)
+        producer.signal(signal.SIGTERM)
+        assert producer.proc is not None
+        assert producer.proc.wait(timeout=30) == 0
+        seq = kinds(producer.notify.poll())
+        assert seq[0] == "READY"
+        assert seq[1] == "STATUS"
+        assert "WATCHDOG" in seq[: seq.index("RELOADING")]
+        reload_at = seq.index("RELOADING")
+        assert seq[reload_at + 1] == "READY"
+        assert seq[-1] == "STOPPING"
+        status = [m for m in producer.notify.messages if m.startswith("STATUS=")]
+        assert "streams" in status[0] and "lines/s" in status[0] and "lag" in status[0]
+    finally:
+        stop_all(producer, collector)
+
+
+def test_ready_only_after_the_first_scan(tmp_path: Path) -> None:
+    producer, collector, logs = bound_pair(tmp_path)
+    for i in range(300):
+        (logs / f"f{i}.log").write_bytes(b"x\n")
+    try:
+        producer.start()
+        # READY=1 has come: the first scan must already know every file.
+        assert producer.status()["streams"] == 300
+    finally:
+        stop_all(producer, collector)
+
+
+def test_no_watchdog_pings_from_a_stuck_worker(tmp_path: Path) -> None:
+    producer, collector, logs = bound_pair(tmp_path)
+    # An output "file" that is a FIFO with no reader: opening it blocks the writer thread.
+    fifo = tmp_path / "out-c1" / "app" / "node1-app.log"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    collector.extra_env = {"WATCHDOG_USEC": "1000000"}
+    try:
+        collector.start()
+        producer.start()
+        assert collector.notify is not None
+        wait_until(lambda: collector.notify.has("WATCHDOG=1"), 10)
+        (logs / "a.log").write_bytes(b"one line\n")
+        time.sleep(2.0)  # the subscriber is now stuck in open()
+        collector.notify.poll()
+        collector.notify.messages.clear()
+        time.sleep(3.0)
+        assert "WATCHDOG=1" not in collector.notify.poll()
+    finally:
+        collector.kill()
+        stop_all(producer)
+
+
+def test_twenty_reloads_during_a_stream_lose_and_double_nothing(tmp_path: Path) -> None:
+    producer, collector, logs = bound_pair(tmp_path)
+    try:
+        collector.start()
+        producer.start()
+        log = logs / "a.log"
+        done = threading.Event()
+
+        def write() -> None:
+            with open(log, "ab") as f:
+                for i in range(100):
+                    f.write(b"".join(numbered_lines("r", i * 1000, 1000)))
+                    f.flush()
+                    time.sleep(0.08)
+            done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        for i in range(20):
+            (producer if i % 2 == 0 else collector).signal(signal.SIGHUP)
+            time.sleep(0.35)
+        writer.join(timeout=60)
+        out = tmp_path / "out-c1" / "app" / "node1-app.log"
+        want = log.read_bytes()
+        wait_until(lambda: out.exists() and out.stat().st_size >= len(want), 60, 0.2)
+        time.sleep(0.5)
+        assert out.read_bytes() == want
+        assert producer.output().count("reloaded") >= 10
+        assert collector.output().count("reloaded") >= 10
+    finally:
+        stop_all(producer, collector)
+
+
+def test_reload_adds_a_source_and_a_bad_config_keeps_the_running_one(tmp_path: Path) -> None:
+    producer, collector, logs = bound_pair(tmp_path)
+    try:
+        collector.start()
+        producer.start()
+        (logs / "a.log").write_bytes(b"a1\n")
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "b.txt").write_bytes(b"b1\n")
+        cfg = yaml.safe_load(producer.config.read_text())
+        good = dict(cfg)
+        good["sources"] = [*cfg["sources"], {"name": "other", "topic": "other", "paths": [f"{other}/*.txt"]}]
+        write_yaml(producer.config, good)
+        producer.signal(signal.SIGHUP)
+        out_b = tmp_path / "out-c1" / "other" / "node1-other.log"
+        wait_until(lambda: out_b.exists() and out_b.read_bytes() == b"b1\n", 15)
+        # A bad config: refused with one error line, and the running config keeps working.
+        producer.config.write_text(producer.config.read_text() + "bogus_key: 1\n")
+        producer.signal(signal.SIGHUP)
+        wait_until(lambda: "reload refused" in producer.output(), 10)
+        refusal = [line for line in producer.output().splitlines() if "reload refused" in line]
+        assert len(refusal) == 1 and "bogus_key" in refusal[0] and "unknown key" in refusal[0]
+        with open(other / "b.txt", "ab") as f:
+            f.write(b"b2\n")
+        wait_until(lambda: out_b.read_bytes() == b"b1\nb2\n", 15)
+        assert producer.proc is not None and producer.proc.poll() is None
+    finally:
+        stop_all(producer, collector)
+
+
+def test_reload_moves_both_daemons_to_new_endpoints(tmp_path: Path) -> None:
+    producer, collector, logs = bound_pair(tmp_path)
+    try:
+        collector.start()
+        producer.start()
+        log = logs / "a.log"
+        log.write_bytes(b"".join(numbered_lines("e", 0, 1000)))
+        out = tmp_path / "out-c1" / "app" / "node1-app.log"
+        wait_until(lambda: out.exists() and out.read_bytes() == log.read_bytes(), 15)
+        port, replay = free_port(), free_port()
+        pcfg = yaml.safe_load(producer.config.read_text())
+        pcfg["publish"] = {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"}
+        write_yaml(producer.config, pcfg)
+        ccfg = yaml.safe_load(collector.config.read_text())
+        ccfg["subscribe"] = {"connect": [f"tcp://127.0.0.1:{port}"]}
+        write_yaml(collector.config, ccfg)
+        producer.signal(signal.SIGHUP)
+        collector.signal(signal.SIGHUP)
+        with open(log, "ab") as f:
+            f.write(b"".join(numbered_lines("e", 1000, 1000)))
+        wait_until(lambda: out.read_bytes() == log.read_bytes(), 30)
+    finally:
+        stop_all(producer, collector)
+
+
+def test_sigterm_drains_writes_state_and_exits_zero(tmp_path: Path) -> None:
+    producer, collector, logs = bound_pair(tmp_path)
+    try:
+        collector.start()
+        producer.start()
+        (logs / "a.log").write_bytes(b"".join(numbered_lines("t", 0, 20_000)))
+        wait_until(lambda: producer.status()["counters"]["lines_out"] >= 20_000, 20)
+        start = time.monotonic()
+        assert producer.stop() == 0
+        assert collector.stop() == 0
+        assert time.monotonic() - start < 10
+        offsets = json.loads((tmp_path / "state-node1" / "offsets.json").read_text())
+        assert [s["offset"] for s in offsets["streams"].values()] == [(logs / "a.log").stat().st_size]
+        checkpoint = json.loads((tmp_path / "state-c1" / "checkpoint.json").read_text())
+        assert [v[0] for v in checkpoint["streams"].values()] == [(logs / "a.log").stat().st_size]
+    finally:
+        stop_all(producer, collector)
+
+
+def test_status_command_prints_a_table_and_json(tmp_path: Path) -> None:
+    producer, collector, logs = bound_pair(tmp_path)
+    try:
+        collector.start()
+        producer.start()
+        (logs / "a.log").write_bytes(b"x\n" * 10)
+        wait_until(lambda: producer.status()["counters"]["lines_out"] == 10, 10)
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        table = subprocess.run(
+            [sys.executable, "-m", "zaggd", "status", "-c", str(producer.config)],
+            capture_output=True, text=True, env=env, timeout=30,
+        )
+        assert table.returncode == 0, table.stderr
+        assert "producer node1" in table.stdout and "lines_out" in table.stdout and "a.log" in table.stdout
+        raw = subprocess.run(
+            [sys.executable, "-m", "zaggd", "status", "--json", "-c", str(collector.config)],
+            capture_output=True, text=True, env=env, timeout=30,
+        )
+        answer = json.loads(raw.stdout)
+        assert answer["daemon"] == "collector" and answer["counters"]["lines_written"] == 10
+        sock = tmp_path / "state-node1" / "control.sock"
+        assert (sock.stat().st_mode & 0o777) == 0o600
+    finally:
+        stop_all(producer, collector)
+
+
+def test_status_without_a_daemon_is_one_line(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run(
+        [sys.executable, "-m", "zaggd", "status", "--socket", str(tmp_path / "none.sock")],
+        capture_output=True, text=True, env=env, timeout=30,
+    )
+    assert r.returncode == 2
+    assert r.stderr == f"zaggd: {tmp_path / 'none.sock'}: no control socket (is the daemon running?)\n"
+
+
+def test_journald_priority_prefixes_when_stderr_is_the_journal_stream(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = producer_config(
+        tmp_path, "node1", [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}],
+        {"bind": [f"tcp://127.0.0.1:{free_port()}"], "replay": f"tcp://127.0.0.1:{free_port()}"},
+    )
+    err_path = tmp_path / "stderr"
+    with open(err_path, "wb") as err:
+        st = os.fstat(err.fileno())
+        env = dict(os.environ, PYTHONPATH=str(REPO), JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        proc = subprocess.Popen([sys.executable, "-m", "zaggd", "producer", "-c", str(cfg)], stderr=err, env=env)
+        try:
+            wait_until(lambda: b"ready" in err_path.read_bytes(), 20)
+            (tmp_path / "logs" / "gone.log").write_bytes(b"")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+    lines = err_path.read_text().splitlines()
+    assert lines and all(line[:3] in ("<6>", "<4>", "<3>", "<7>") for line in lines), lines[:5]
+    assert any(line.startswith("<6>") and "ready" in line for line in lines)
+    # Elsewhere: plain timestamped lines.
+    plain = tmp_path / "plain"
+    with open(plain, "wb") as err:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env.pop("JOURNAL_STREAM", None)
+        proc = subprocess.Popen([sys.executable, "-m", "zaggd", "producer", "-c", str(cfg), "--log-level", "warning"], stderr=err, env=env)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert "ready" not in plain.read_text()  # --log-level warning hides info
+
+
+def test_bad_config_at_start_is_one_line_without_traceback(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("node: n1\nsources: notalist\npublish: {bind: ['tcp://127.0.0.1:1']}\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "zaggd", "producer", "-c", str(cfg)], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 2
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(f"zaggd: {cfg}:")
+    assert "Traceback" not in r.stderr
