@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers import Daemon, collector_config, free_port, producer_config  # noqa: E402
+from tests.helpers import Daemon, collector_config, free_port, producer_config
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

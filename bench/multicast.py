@@ -35,9 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import make_lines, peak_rss_mb  # noqa: E402
+from common import make_lines, peak_rss_mb
 
-from tests.helpers import (  # noqa: E402
+from tests.helpers import (
     Daemon,
     NetNamespaces,
     collector_config,

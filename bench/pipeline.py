@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, make_lines, pair, peak_rss_mb  # noqa: E402
+from common import cpu_seconds, make_lines, pair, peak_rss_mb
 
 FILES = 4
 

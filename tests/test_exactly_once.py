@@ -6,6 +6,7 @@ source file.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import socket
@@ -222,19 +223,15 @@ class CuttableProxy(threading.Thread):
         except OSError:
             pass
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def cut_connections(self) -> None:
         with self.lock:
             conns, self.conns = self.conns, []
         for s in conns:
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
 

@@ -53,7 +53,7 @@ def kinds(messages: list[str]) -> list[str]:
 
 
 def test_notify_protocol_order(tmp_path: Path) -> None:
-    producer, collector, logs = bound_pair(tmp_path)
+    producer, collector, _logs = bound_pair(tmp_path)
     producer.extra_env = {"WATCHDOG_USEC": "2000000"}
     try:
         producer.start()

@@ -124,7 +124,7 @@ class SubscribeConfig:
     replay: str | None = None
     topics: tuple[str, ...] = ("",)
     start_at: StartAt = StartAt.BEGINNING
-    receive_hwm: int = 16  # messages; a block is up to read_bytes
+    receive_hwm: int = 4  # messages; a block is up to read_bytes
     max_nodes: int = 1000
     max_streams_per_node: int = 100000
     curve: CurveConfig | None = None

@@ -7,6 +7,7 @@ is one JSON object.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -56,10 +57,8 @@ class ControlServer(Worker):
                     self._answer(conn)
         finally:
             self._sock.close()
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
 
     def _answer(self, conn: socket.socket) -> None:
         conn.settimeout(2.0)

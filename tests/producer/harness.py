@@ -186,9 +186,9 @@ class Harness:
         for _ in range(MAX_ROUNDS):
             if self.manager.unsaved:
                 self.save()  # as the tailer thread does before reading new streams
-            if not self.manager.ready or self.manager.read_round(READ_BYTES) == 0:
-                if not self.manager.ready:
-                    return
+            if not self.manager.ready:
+                return
+            self.manager.read_round(READ_BYTES)
         raise AssertionError("streams still ready after MAX_ROUNDS rounds")
 
     def pump(self, *names: str) -> None:

@@ -22,13 +22,18 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 from tests.producer.harness import Harness
 
 WIDTH = 40
+# tmpfs does not reuse inode numbers, so every run of an example behaves the same and
+# hypothesis can shrink it; ZAGGD_MACHINE_DIR=/tmp (ext4) explores inode reuse too.
+MACHINE_DIR = os.environ.get("ZAGGD_MACHINE_DIR") or (
+    "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+)
 NAMES = st.sampled_from(["a.log", "b.log"])
 
 
 class FileLife(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.folder = Path(tempfile.mkdtemp(prefix="zaggd-machine-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="zaggd-machine-", dir=MACHINE_DIR))
         self.h: Harness | None = None
         self.next_line = 0
         self.next_rotation = 0

@@ -343,7 +343,9 @@ def test_restart_after_copytruncate_while_stopped(h: Harness) -> None:
     assert h.lost() == 0
 
 
-def test_restart_counts_a_stream_gone_while_stopped(h: Harness) -> None:
+def test_restart_announces_a_stream_gone_while_stopped_so_its_loss_is_counted(
+    h: Harness,
+) -> None:
     h.append("a.log", range(6))
     h.rescan()
     h.append("a.log", range(6, 8))
@@ -352,7 +354,11 @@ def test_restart_counts_a_stream_gone_while_stopped(h: Harness) -> None:
     h.save()
     os.unlink(h.path("a.log"))
     h.kill_and_restart()
-    assert h.lost() == 2 * WIDTH
+    # The collector, told the stream's end, asks for the rest and hears "gone".
+    assert h.sink.gone_bytes == 2 * WIDTH
+    assert h.lost() == 0
+    h.housekeep(later_s=h.manager.retire_after_s + 1)
+    assert h.manager.tailers == {}
 
 
 def test_start_at_end_applies_to_files_found_at_the_first_start_only(tmp_path: Path) -> None:
@@ -411,6 +417,7 @@ def test_open_handles_stay_under_max_open_files(tmp_path: Path) -> None:
         for i in range(60):
             h.append(f"f{i:02d}.log", range(i * 3, i * 3 + 3))
         h.manager.rescan()
+        h.save()  # as the tailer thread does before it reads new streams
         peak = h.manager.open_handles()
         for _ in range(100):
             if not h.manager.ready:

@@ -12,6 +12,7 @@ fsynced only when the checkpoint asks (`sync`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -19,7 +20,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import Any
 
 from zaggd.config import OutputConfig, OutputFormat
@@ -56,11 +57,7 @@ def format_jsonl(payload: bytes, node: str, path: str, topic: str, start: int, e
     """One JSON object per line; a line that is not UTF-8 goes as base64 in `line_b64`."""
     if not payload:
         return b""
-    head = '{"node":%s,"path":%s,"topic":%s,"offset":' % (
-        encode_basestring(node),
-        encode_basestring(path),
-        encode_basestring(topic),
-    )
+    head = f'{{"node":{encode_basestring(node)},"path":{encode_basestring(path)},"topic":{encode_basestring(topic)},"offset":'
     parts = []
     offset = start
     for line in payload[:-1].split(b"\n"):
@@ -173,10 +170,8 @@ class Writer:
 
     def _undo(self, out: OutFile) -> None:
         """After a failed write: drop the buffer and cut the file back to its known size."""
-        try:
+        with contextlib.suppress(OSError):
             out.fh.close()
-        except OSError:
-            pass
         fd = os.open(out.path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.ftruncate(fd, out.size)

@@ -18,7 +18,8 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import zmq
@@ -36,6 +37,8 @@ HEARTBEAT_ROUNDS = 10
 MAX_STREAMS_PER_HEARTBEAT = 2000
 QUEUE_BLOCKS = 8
 DRAIN_TIMEOUT_S = 5.0
+MIN_SEND_PAUSE_S = 0.0002
+MAX_SEND_PAUSE_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,13 +175,14 @@ class PublisherThread(Worker):
         self.counters.add("bytes_out", len(out.payload))
         self.counters.add("blocks_out")
 
-    def _send(self, sock: zmq.Socket, frames: list[object]) -> bool:  # type: ignore[type-arg]
+    def _send(self, sock: zmq.Socket, frames: Sequence[Any]) -> bool:  # type: ignore[type-arg]
         """Send without dropping: wait for room at the high-water mark.
 
         When stopping, the wait is bounded: what a stuck collector did not take
         it gets by replay later.
         """
         deadline = None
+        pause_s = MIN_SEND_PAUSE_S
         while True:
             try:
                 sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
@@ -190,7 +194,9 @@ class PublisherThread(Worker):
                     deadline = deadline or time.monotonic() + DRAIN_TIMEOUT_S
                     if time.monotonic() > deadline:
                         return False
-                sock.poll(100, zmq.POLLOUT)
+                # XPUB reports POLLOUT even when NODROP refuses the send: back off instead.
+                time.sleep(pause_s)
+                pause_s = min(pause_s * 2, MAX_SEND_PAUSE_S)
                 self._drain_subscriptions(sock)
 
     def _drain_subscriptions(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
@@ -217,7 +223,7 @@ class PublisherThread(Worker):
         ] or [[]]
         for page in pages:
             hb = wire.Heartbeat(self.node, self.instance, self.replay_endpoint, tuple(page))
-            self._send(sock, list(wire.encode_heartbeat(hb)))
+            self._send(sock, wire.encode_heartbeat(hb))
             self.counters.add("heartbeats_out")
 
     def announce_all(self) -> None:

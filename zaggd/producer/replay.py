@@ -18,7 +18,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import zmq
 
@@ -186,9 +187,10 @@ class ReplayServer(Worker):
         topic = target.topic if target is not None else b"-"
         self._send(sock, envelope, wire.encode_gone(topic, wire.Gone(self.node, req.stream, start, req.end, reason)))
 
-    def _send(self, sock: zmq.Socket, envelope: list[bytes], frames: list[object]) -> bool:  # type: ignore[type-arg]
+    def _send(self, sock: zmq.Socket, envelope: list[bytes], frames: Sequence[Any]) -> bool:  # type: ignore[type-arg]
         """Send, waiting for room; False when the peer is gone or too slow."""
         deadline = time.monotonic() + SEND_TIMEOUT_S
+        pause_s = 0.0002
         while True:
             try:
                 sock.send_multipart([*envelope, *frames], flags=zmq.NOBLOCK, copy=False)
@@ -197,7 +199,8 @@ class ReplayServer(Worker):
                 self.tick()
                 if time.monotonic() > deadline or self.stop_event.is_set():
                     return False
-                sock.poll(100, zmq.POLLOUT)
+                time.sleep(pause_s)  # ROUTER reports POLLOUT even when the peer's queue is full
+                pause_s = min(pause_s * 2, 0.01)
             except zmq.ZMQError as exc:
                 if exc.errno == zmq.EHOSTUNREACH:
                     return False

@@ -189,7 +189,7 @@ class StreamManager:
 
     def _resume_renamed(self, record: StreamRecord, source: Source, listings: _Listings) -> bool:
         for path in listings.siblings(record.path):
-            if self._is_instance(path, record.file_id):
+            if not is_compressed(path) and self._is_instance(path, record.file_id):
                 self._resume(record, source, path, record.file_id)
                 return True
         return False
@@ -549,8 +549,13 @@ class StreamManager:
 
     def _find_renamed(self, tailer: Tailer) -> str | None:
         for path in _siblings(tailer.path):
+            if is_compressed(path):
+                continue  # compressing writes a new file: never our inode renamed
             st = _stat(path)
-            if st is not None and tailer.file_id.is_same_inode(st):
+            if st is None or not tailer.file_id.is_same_inode(st):
+                continue
+            # A closed handle does not hold the inode: it may be another file's now.
+            if tailer.fd is not None or path_has_prefix(path, tailer.file_id.fingerprint):
                 return path
         return None
 
