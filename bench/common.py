@@ -55,13 +55,19 @@ def pair(
     name: str = "bench",
 ) -> tuple[Daemon, Daemon]:
     port, replay = free_port(), free_port()
-    publish: dict[str, object] = {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"}
+    publish: dict[str, object] = {
+        "bind": [f"tcp://127.0.0.1:{port}"],
+        "replay": f"tcp://127.0.0.1:{replay}",
+    }
     publish.update(publish_extra or {})
     subscribe: dict[str, object] = {"connect": [f"tcp://127.0.0.1:{port}"]}
     subscribe.update(subscribe_extra or {})
     pcfg = producer_config(folder, f"{name}-node", sources, publish, **(producer_extra or {}))
     ccfg = collector_config(
-        folder, name, subscribe, output or {"path": str(folder / f"out-{name}" / "{topic}" / "{node}.log")}
+        folder,
+        name,
+        subscribe,
+        output or {"path": str(folder / f"out-{name}" / "{topic}" / "{node}.log")},
     )
     return Daemon("producer", pcfg, folder), Daemon("collector", ccfg, folder)
 
@@ -70,7 +76,11 @@ def wait_output_bytes(folder: Path, total: int, timeout_s: float = 600.0) -> flo
     """Wait until the files under `folder` hold `total` bytes; returns the monotonic time then."""
     deadline = time.monotonic() + timeout_s
     while True:
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+        size = (
+            sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            if folder.exists()
+            else 0
+        )
         if size >= total:
             return time.monotonic()
         if time.monotonic() > deadline:
@@ -86,7 +96,9 @@ def wait_output_lines(folder: Path, total: int, timeout_s: float = 600.0) -> flo
             for p in folder.rglob("*"):
                 if p.is_file():
                     with open(p, "rb") as f:
-                        lines += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+                        lines += sum(
+                            chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")
+                        )
         if lines >= total:
             return time.monotonic()
         if time.monotonic() > deadline:

@@ -63,7 +63,9 @@ def catch_up(base: Path, rate: int, outage_s: float) -> None:
     run_dir = base / "outage"
     logs = run_dir / "logs"
     logs.mkdir(parents=True)
-    producer, collector = pair(run_dir, [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}], name="outage")
+    producer, collector = pair(
+        run_dir, [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}], name="outage"
+    )
     collector.start()
     producer.start()
     log = logs / "a.log"
@@ -101,7 +103,9 @@ def catch_up(base: Path, rate: int, outage_s: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--outage-seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=int, default=50_000)
@@ -110,7 +114,10 @@ def main() -> None:
     try:
         files = make_files(base / "source", args.lines)
         total = FILES * args.lines
-        rates = {mode: throughput_with(base, files, mode, total) for mode in ("never", "interval", "always")}
+        rates = {
+            mode: throughput_with(base, files, mode, total)
+            for mode in ("never", "interval", "always")
+        }
         print(
             f"raw backlog {total:,} lines: fsync never {rates['never']:,.0f} lines/s, "
             f"interval {rates['interval']:,.0f} ({rates['interval'] / rates['never']:.2f} x never), "

@@ -75,7 +75,9 @@ def append_writer(paths: list[Path], dests: list[Path]) -> subprocess.Popen[byte
     return subprocess.Popen([sys.executable, "-c", code, *args])
 
 
-def run_throughput(base: Path, files: list[Path], fmt: str, mode: str, total_lines: int) -> dict[str, float]:
+def run_throughput(
+    base: Path, files: list[Path], fmt: str, mode: str, total_lines: int
+) -> dict[str, float]:
     run_dir = base / f"{fmt}-{mode}"
     logs = run_dir / "logs"
     logs.mkdir(parents=True)
@@ -174,7 +176,9 @@ def run_latency(base: Path, seconds: float, rate: float = 50.0) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lines", type=int, default=1_000_000, help="lines per file")
     parser.add_argument("--formats", default="raw,prefixed,jsonl")
     parser.add_argument("--modes", default="backlog,append")
@@ -188,7 +192,9 @@ def main() -> None:
         print(f"input: {FILES} files x {args.lines} lines, {size_mb:.0f} MB")
         cat_s = cat_baseline(files, base / "cat.out")
         cat_rate = total / cat_s
-        print(f"baseline cat > file: {cat_s:.2f} s, {cat_rate:,.0f} lines/s, {size_mb / cat_s:.0f} MB/s")
+        print(
+            f"baseline cat > file: {cat_s:.2f} s, {cat_rate:,.0f} lines/s, {size_mb / cat_s:.0f} MB/s"
+        )
         for fmt in args.formats.split(","):
             for mode in args.modes.split(","):
                 r = run_throughput(base, files, fmt, mode, total)
@@ -202,7 +208,9 @@ def main() -> None:
             lat = run_latency(base, args.latency_seconds)
             p50 = statistics.median(lat)
             p99 = lat[int(len(lat) * 0.99) - 1] if len(lat) >= 100 else max(lat)
-            print(f"latency at 50 lines/s: {len(lat)} lines, p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(lat):.2f} ms")
+            print(
+                f"latency at 50 lines/s: {len(lat)} lines, p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(lat):.2f} ms"
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

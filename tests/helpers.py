@@ -19,7 +19,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05
+) -> Any:
     """Poll until `predicate()` is truthy; its last value, or AssertionError on timeout."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -121,7 +123,17 @@ class Daemon:
         log.write(f"--- start {self.starts}\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "zaggd", self.kind, "-c", str(self.config), "--log-level", "debug"],
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "zaggd",
+                self.kind,
+                "-c",
+                str(self.config),
+                "--log-level",
+                "debug",
+            ],
             stdout=log,
             stderr=log,
             env=env,
@@ -132,9 +144,13 @@ class Daemon:
             deadline = time.monotonic() + timeout_s
             while not self.notify.has("READY=1"):
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"{self.kind} exited {self.proc.returncode}:\n{self.output()[-3000:]}")
+                    raise AssertionError(
+                        f"{self.kind} exited {self.proc.returncode}:\n{self.output()[-3000:]}"
+                    )
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"{self.kind} not ready in {timeout_s} s:\n{self.output()[-3000:]}")
+                    raise AssertionError(
+                        f"{self.kind} not ready in {timeout_s} s:\n{self.output()[-3000:]}"
+                    )
                 time.sleep(0.02)
         return self
 
@@ -213,7 +229,8 @@ def collector_config(
     data: dict[str, Any] = {
         "state_dir": str(folder / f"state-{name}"),
         "subscribe": subscribe,
-        "output": output or {"path": str(folder / f"out-{name}" / "{topic}" / "{node}-{source}.log")},
+        "output": output
+        or {"path": str(folder / f"out-{name}" / "{topic}" / "{node}-{source}.log")},
     }
     data.update(extra)
     return write_yaml(folder / f"collector-{name}.yaml", data)
@@ -312,7 +329,9 @@ class OutputHarness:
             checkpoint()
         key = f"{node}/{stream}"
         start = self.offsets.get(key, 0)
-        self.writer.append(self.writer.files[path], block, len(lines), key, start, start + len(block))
+        self.writer.append(
+            self.writer.files[path], block, len(lines), key, start, start + len(block)
+        )
         self.offsets[key] = start + len(block)
         return path
 
@@ -360,7 +379,9 @@ def rotated_output(folder: Path) -> dict[str, bytes]:
         assert parsed.base not in bases, f"{parsed.base} is there both plain and compressed"
         bases.add(parsed.base)
         data = (folder / name).read_bytes()
-        parts.setdefault(parsed.live, []).append((name, gzip.decompress(data) if parsed.ext else data))
+        parts.setdefault(parsed.live, []).append(
+            (name, gzip.decompress(data) if parsed.ext else data)
+        )
     out = {}
     for name in sorted(set(parts) | set(live)):
         out[name] = b"".join(data for _, data in sorted(parts.get(name, []))) + live.get(name, b"")
@@ -411,7 +432,10 @@ class NetNamespaces:
         code = "import socket; print(' '.join(n for _, n in socket.if_nameindex()))"
         out = subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-c", code],
-            check=True, capture_output=True, text=True, timeout=10,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return out.stdout.split()
 

@@ -33,7 +33,9 @@ CHUNK_LINES = 2_000
 class Writer(threading.Thread):
     """Appends numbered lines to a file at a steady pace while a test disturbs the daemons."""
 
-    def __init__(self, path: Path, total: int = TOTAL_LINES, duration_s: float = 10.0, prefix: str = "w") -> None:
+    def __init__(
+        self, path: Path, total: int = TOTAL_LINES, duration_s: float = 10.0, prefix: str = "w"
+    ) -> None:
         super().__init__()
         self.path, self.total, self.duration_s, self.prefix = path, total, duration_s, prefix
         self.written = 0
@@ -49,7 +51,9 @@ class Writer(threading.Thread):
                 time.sleep(pause)
 
 
-def pair(tmp_path: Path, collectors: int = 1, start_at: str = "beginning") -> tuple[Daemon, list[Daemon], Path]:
+def pair(
+    tmp_path: Path, collectors: int = 1, start_at: str = "beginning"
+) -> tuple[Daemon, list[Daemon], Path]:
     logs = tmp_path / "logs"
     logs.mkdir()
     port, replay = free_port(), free_port()

@@ -26,7 +26,9 @@ from tests.helpers import (
 )
 
 
-def bound_pair(tmp_path: Path, sources: list[dict[str, object]] | None = None) -> tuple[Daemon, Daemon, Path]:
+def bound_pair(
+    tmp_path: Path, sources: list[dict[str, object]] | None = None
+) -> tuple[Daemon, Daemon, Path]:
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
     port, replay = free_port(), free_port()
@@ -158,7 +160,10 @@ def test_reload_adds_a_source_and_a_bad_config_keeps_the_running_one(tmp_path: P
         (other / "b.txt").write_bytes(b"b1\n")
         cfg = yaml.safe_load(producer.config.read_text())
         good = dict(cfg)
-        good["sources"] = [*cfg["sources"], {"name": "other", "topic": "other", "paths": [f"{other}/*.txt"]}]
+        good["sources"] = [
+            *cfg["sources"],
+            {"name": "other", "topic": "other", "paths": [f"{other}/*.txt"]},
+        ]
         write_yaml(producer.config, good)
         producer.signal(signal.SIGHUP)
         out_b = tmp_path / "out-c1" / "other" / "node1-other.log"
@@ -188,7 +193,10 @@ def test_reload_moves_both_daemons_to_new_endpoints(tmp_path: Path) -> None:
         wait_until(lambda: out.exists() and out.read_bytes() == log.read_bytes(), 15)
         port, replay = free_port(), free_port()
         pcfg = yaml.safe_load(producer.config.read_text())
-        pcfg["publish"] = {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"}
+        pcfg["publish"] = {
+            "bind": [f"tcp://127.0.0.1:{port}"],
+            "replay": f"tcp://127.0.0.1:{replay}",
+        }
         write_yaml(producer.config, pcfg)
         ccfg = yaml.safe_load(collector.config.read_text())
         ccfg["subscribe"] = {"connect": [f"tcp://127.0.0.1:{port}"]}
@@ -214,7 +222,9 @@ def test_sigterm_drains_writes_state_and_exits_zero(tmp_path: Path) -> None:
         assert collector.stop() == 0
         assert time.monotonic() - start < 10
         offsets = json.loads((tmp_path / "state-node1" / "offsets.json").read_text())
-        assert [s["offset"] for s in offsets["streams"].values()] == [(logs / "a.log").stat().st_size]
+        assert [s["offset"] for s in offsets["streams"].values()] == [
+            (logs / "a.log").stat().st_size
+        ]
         checkpoint = json.loads((tmp_path / "state-c1" / "checkpoint.json").read_text())
         assert [v[0] for v in checkpoint["streams"].values()] == [(logs / "a.log").stat().st_size]
     finally:
@@ -231,13 +241,23 @@ def test_status_command_prints_a_table_and_json(tmp_path: Path) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         table = subprocess.run(
             [sys.executable, "-m", "zaggd", "status", "-c", str(producer.config)],
-            capture_output=True, text=True, env=env, timeout=30,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
         )
         assert table.returncode == 0, table.stderr
-        assert "producer node1" in table.stdout and "lines_out" in table.stdout and "a.log" in table.stdout
+        assert (
+            "producer node1" in table.stdout
+            and "lines_out" in table.stdout
+            and "a.log" in table.stdout
+        )
         raw = subprocess.run(
             [sys.executable, "-m", "zaggd", "status", "--json", "-c", str(collector.config)],
-            capture_output=True, text=True, env=env, timeout=30,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
         )
         answer = json.loads(raw.stdout)
         assert answer["daemon"] == "collector" and answer["counters"]["lines_written"] == 10
@@ -251,24 +271,33 @@ def test_status_without_a_daemon_is_one_line(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     r = subprocess.run(
         [sys.executable, "-m", "zaggd", "status", "--socket", str(tmp_path / "none.sock")],
-        capture_output=True, text=True, env=env, timeout=30,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
     )
     assert r.returncode == 2
-    assert r.stderr == f"zaggd: {tmp_path / 'none.sock'}: no control socket (is the daemon running?)\n"
+    assert (
+        r.stderr == f"zaggd: {tmp_path / 'none.sock'}: no control socket (is the daemon running?)\n"
+    )
 
 
 def test_journald_priority_prefixes_when_stderr_is_the_journal_stream(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     cfg = producer_config(
-        tmp_path, "node1", [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}],
+        tmp_path,
+        "node1",
+        [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}],
         {"bind": [f"tcp://127.0.0.1:{free_port()}"], "replay": f"tcp://127.0.0.1:{free_port()}"},
     )
     err_path = tmp_path / "stderr"
     with open(err_path, "wb") as err:
         st = os.fstat(err.fileno())
         env = dict(os.environ, PYTHONPATH=str(REPO), JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
-        proc = subprocess.Popen([sys.executable, "-m", "zaggd", "producer", "-c", str(cfg)], stderr=err, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zaggd", "producer", "-c", str(cfg)], stderr=err, env=env
+        )
         try:
             wait_until(lambda: b"ready" in err_path.read_bytes(), 20)
             (tmp_path / "logs" / "gone.log").write_bytes(b"")
@@ -283,7 +312,11 @@ def test_journald_priority_prefixes_when_stderr_is_the_journal_stream(tmp_path: 
     with open(plain, "wb") as err:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         env.pop("JOURNAL_STREAM", None)
-        proc = subprocess.Popen([sys.executable, "-m", "zaggd", "producer", "-c", str(cfg), "--log-level", "warning"], stderr=err, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zaggd", "producer", "-c", str(cfg), "--log-level", "warning"],
+            stderr=err,
+            env=env,
+        )
         time.sleep(2.0)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -294,7 +327,13 @@ def test_bad_config_at_start_is_one_line_without_traceback(tmp_path: Path) -> No
     cfg = tmp_path / "p.yaml"
     cfg.write_text("node: n1\nsources: notalist\npublish: {bind: ['tcp://127.0.0.1:1']}\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-m", "zaggd", "producer", "-c", str(cfg)], capture_output=True, text=True, env=env, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "zaggd", "producer", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
     assert r.returncode == 2
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(f"zaggd: {cfg}:")
     assert "Traceback" not in r.stderr

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a producer or collector config")
     p.add_argument("file")
     p = sub.add_parser("status", help="a running daemon's counters and streams")
-    p.add_argument("-c", "--config", metavar="FILE", help="the daemon's config (finds its state_dir)")
+    p.add_argument(
+        "-c", "--config", metavar="FILE", help="the daemon's config (finds its state_dir)"
+    )
     p.add_argument("--socket", metavar="PATH", help="the daemon's control socket")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = sub.add_parser("verify", help="check rotated output files against their manifests")
@@ -121,7 +123,9 @@ def status(args: argparse.Namespace) -> int:
     else:
         sockets = sorted(glob.glob(os.path.join(DEFAULT_STATE_ROOT, "*", SOCKET_NAME)))
         if not sockets:
-            raise ZaggdError(f"no running daemon found under {DEFAULT_STATE_ROOT} (give -c FILE or --socket PATH)")
+            raise ZaggdError(
+                f"no running daemon found under {DEFAULT_STATE_ROOT} (give -c FILE or --socket PATH)"
+            )
     answers = [query(path) for path in sockets]
     if args.json:
         print(json.dumps(answers[0] if len(answers) == 1 else answers, indent=2))

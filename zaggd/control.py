@@ -24,7 +24,9 @@ MAX_REQUEST_BYTES = 64
 
 
 class ControlServer(Worker):
-    def __init__(self, path: str, snapshot: Callable[[], dict[str, object]], on_crash: Callable[[str], None]) -> None:
+    def __init__(
+        self, path: str, snapshot: Callable[[], dict[str, object]], on_crash: Callable[[str], None]
+    ) -> None:
         super().__init__("zaggd-control", on_crash)
         self.path = path
         self.snapshot = snapshot

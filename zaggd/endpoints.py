@@ -63,5 +63,5 @@ def advertised(endpoint: str) -> str:
     """The address collectors reach a bound endpoint at: the host name for a wildcard."""
     for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
         if endpoint.startswith(wildcard):
-            return f"tcp://{socket.gethostname()}:{endpoint[len(wildcard):]}"
+            return f"tcp://{socket.gethostname()}:{endpoint[len(wildcard) :]}"
     return endpoint

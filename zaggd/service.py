@@ -148,7 +148,9 @@ def stop_threads(threads: list[Worker | None], timeout_s: float) -> bool:
         thread.stop()
         thread.join(timeout=timeout_s)
         if thread.is_alive():
-            log.error("thread %s did not stop within %.0f s; exiting without it", thread.name, timeout_s)
+            log.error(
+                "thread %s did not stop within %.0f s; exiting without it", thread.name, timeout_s
+            )
             clean = False
     return clean
 

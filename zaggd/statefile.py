@@ -44,7 +44,9 @@ def read_state(path: str, kind: str, version: int) -> dict[str, Any] | None:
     try:
         state = json.loads(raw)
     except ValueError:
-        raise ZaggdError(f"{path}: state file is not valid JSON; move it aside to start afresh") from None
+        raise ZaggdError(
+            f"{path}: state file is not valid JSON; move it aside to start afresh"
+        ) from None
     if not isinstance(state, dict) or state.get("kind") != kind:
         raise ZaggdError(f"{path}: not a {kind} state file")
     if state.get("version") != version:

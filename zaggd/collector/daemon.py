@@ -39,7 +39,9 @@ def recover_files(state: CheckpointState) -> None:
             actual = os.stat(path).st_size
         except FileNotFoundError:
             if size:
-                log.warning("output file missing since the last checkpoint: %s (%d bytes)", path, size)
+                log.warning(
+                    "output file missing since the last checkpoint: %s (%d bytes)", path, size
+                )
             continue
         if actual > size:
             with open(path, "r+b") as fh:
@@ -49,7 +51,9 @@ def recover_files(state: CheckpointState) -> None:
         elif actual < size:
             log.warning(
                 "output shorter than its checkpoint (lost by the OS?): %s has %d of %d bytes",
-                path, actual, size,
+                path,
+                actual,
+                size,
             )
 
 
@@ -76,14 +80,23 @@ class Collector:
             recover_files(restored)
         self.context = zmq.Context()
         self.subscriber = SubscriberThread(
-            self.context, cfg, self.counters, checkpoint, restored, writer, self.service.crash, self.rotation
+            self.context,
+            cfg,
+            self.counters,
+            checkpoint,
+            restored,
+            writer,
+            self.service.crash,
+            self.rotation,
         )
         self.subscriber.start()
         if not self.subscriber.started.wait(START_TIMEOUT_S):
             raise ZaggdError("the subscriber did not start in time")
         if self.subscriber.error is not None:
             raise self.subscriber.error
-        self.control = ControlServer(os.path.join(cfg.state_dir, SOCKET_NAME), self.snapshot, self.service.crash)
+        self.control = ControlServer(
+            os.path.join(cfg.state_dir, SOCKET_NAME), self.snapshot, self.service.crash
+        )
         self.control.start()
         log.info(
             "collector started: %s on %s, topics %s, writing %s",
@@ -166,7 +179,14 @@ class Collector:
         if restored is not None:
             recover_files(restored)
         self.subscriber = SubscriberThread(
-            self.context, new, self.counters, checkpoint, restored, writer, self.service.crash, self.rotation
+            self.context,
+            new,
+            self.counters,
+            checkpoint,
+            restored,
+            writer,
+            self.service.crash,
+            self.rotation,
         )
         self.subscriber.start()
         if not self.subscriber.started.wait(START_TIMEOUT_S) or self.subscriber.error is not None:

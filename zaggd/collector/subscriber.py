@@ -105,7 +105,13 @@ class SubscriberThread(Worker):
         for key, (expected, topic, source, path) in state.streams.items():
             node, sid = key.split("/", 1)
             self.streams[(node, sid)] = StreamState(
-                node, sid, str(topic).encode("utf-8"), str(source), str(path), int(expected), int(expected)
+                node,
+                sid,
+                str(topic).encode("utf-8"),
+                str(source),
+                str(path),
+                int(expected),
+                int(expected),
             )
         for name in state.nodes:
             self.nodes[name] = NodeState(name, known=True)
@@ -241,7 +247,10 @@ class SubscriberThread(Worker):
         if node == key_node:
             return True
         self.counters.add("node_key_mismatches")
-        self._drop("node id not bound to the sender's key", f"key {key_node or '(revoked)'} sent as node {node}")
+        self._drop(
+            "node id not bound to the sender's key",
+            f"key {key_node or '(revoked)'} sent as node {node}",
+        )
         return False
 
     def _handle(self, msg: wire.Message, from_replay: bool) -> bool:
@@ -264,7 +273,9 @@ class SubscriberThread(Worker):
 
     # -- data ----------------------------------------------------------------
 
-    def _stream_for(self, node_name: str, sid: str, topic: bytes, source: str, path: str, start: int) -> StreamState | None:
+    def _stream_for(
+        self, node_name: str, sid: str, topic: bytes, source: str, path: str, start: int
+    ) -> StreamState | None:
         key = (node_name, sid)
         st = self.streams.get(key)
         if st is not None:
@@ -281,7 +292,14 @@ class SubscriberThread(Worker):
         st = StreamState(node_name, sid, topic, source, path, expected, expected)
         self.streams[key] = st
         node.streams += 1
-        log.info("stream new: node %s stream %s %s (topic %s) from offset %d", node_name, sid, path, topic.decode(), expected)
+        log.info(
+            "stream new: node %s stream %s %s (topic %s) from offset %d",
+            node_name,
+            sid,
+            path,
+            topic.decode(),
+            expected,
+        )
         return st
 
     def _node(self, name: str) -> NodeState | None:
@@ -337,7 +355,9 @@ class SubscriberThread(Worker):
         else:
             self._gap_closed(st)
 
-    def _write(self, st: StreamState, block: bytes, lines: int, start: int, end: int, exact: bool) -> None:
+    def _write(
+        self, st: StreamState, block: bytes, lines: int, start: int, end: int, exact: bool
+    ) -> None:
         now = time.time()
         path = self.writer.route(st.topic, st.node, st.source, now)
         if self.rotation is not None:
@@ -366,7 +386,11 @@ class SubscriberThread(Worker):
                 self._gap_logged[key] = now
                 log.info(
                     "gap found: node %s stream %s %s range %d-%d, asking for a replay",
-                    st.node, st.stream, st.path, st.expected, st.known_end,
+                    st.node,
+                    st.stream,
+                    st.path,
+                    st.expected,
+                    st.known_end,
                 )
 
     def _gap_closed(self, st: StreamState) -> None:
@@ -384,7 +408,13 @@ class SubscriberThread(Worker):
         self.counters.add("bytes_lost", lost)
         log.warning(
             "bytes lost: node %s stream %s %s range %d-%d (%d bytes): %s",
-            st.node, st.stream, st.path, st.expected, msg.end, lost, msg.reason,
+            st.node,
+            st.stream,
+            st.path,
+            st.expected,
+            msg.end,
+            lost,
+            msg.reason,
         )
         st.expected = msg.end
         st.known_end = max(st.known_end, msg.end)
@@ -400,7 +430,9 @@ class SubscriberThread(Worker):
         if node is None:
             return
         if node.instance and node.instance != hb.instance:
-            log.info("producer restarted: node %s instance %s -> %s", hb.node, node.instance, hb.instance)
+            log.info(
+                "producer restarted: node %s instance %s -> %s", hb.node, node.instance, hb.instance
+            )
         node.instance = hb.instance
         if hb.replay and hb.replay != node.replay and not self.config.subscribe.bind:
             self._connect_replay(node, hb.replay)
@@ -409,7 +441,9 @@ class SubscriberThread(Worker):
                 continue
             st = self.streams.get((hb.node, info.stream))
             if st is None:
-                st = self._stream_for(hb.node, info.stream, info.topic, info.source, info.path, info.end)
+                st = self._stream_for(
+                    hb.node, info.stream, info.topic, info.source, info.path, info.end
+                )
                 if st is None:
                     continue
             if info.end > st.known_end:
@@ -430,7 +464,13 @@ class SubscriberThread(Worker):
                 if self.config.subscribe.curve is not None:
                     from zaggd.security import apply_curve_for
 
-                    apply_curve_for(dealer, self.config.subscribe.curve, endpoint, self.config.subscribe.connect, node.name)
+                    apply_curve_for(
+                        dealer,
+                        self.config.subscribe.curve,
+                        endpoint,
+                        self.config.subscribe.connect,
+                        node.name,
+                    )
                 dealer.connect(endpoint)
             except (zmq.ZMQError, ZaggdError) as exc:
                 dealer.close(linger=0)
@@ -534,7 +574,10 @@ class SubscriberThread(Worker):
             what = "disk full" if is_disk_full(exc) else "write failed"
             log.error(
                 "%s: %s (%s); pausing intake and retrying every %.0f s",
-                what, exc.filename or self.writer.root, exc.strerror, RETRY_INTERVAL_S,
+                what,
+                exc.filename or self.writer.root,
+                exc.strerror,
+                RETRY_INTERVAL_S,
             )
             self._write_error_logged = True
 
@@ -547,7 +590,9 @@ class SubscriberThread(Worker):
         self.counters.add("messages_dropped")
         if what not in self._logged_bad:
             self._logged_bad.add(what)
-            log.warning("message dropped: %s: %s (further ones are only counted)", what, detail[:200])
+            log.warning(
+                "message dropped: %s: %s (further ones are only counted)", what, detail[:200]
+            )
 
     def fresh_snapshot(self, timeout_s: float = 2.0) -> dict[str, Any]:
         """A snapshot taken by this thread now (or the last one, if it is busy)."""

@@ -53,7 +53,9 @@ def format_prefixed(payload: bytes, node: str, path: str) -> bytes:
     return prefix + payload[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
 
 
-def format_jsonl(payload: bytes, node: str, path: str, topic: str, start: int, exact: bool) -> bytes:
+def format_jsonl(
+    payload: bytes, node: str, path: str, topic: str, start: int, exact: bool
+) -> bytes:
     """One JSON object per line; a line that is not UTF-8 goes as base64 in `line_b64`."""
     if not payload:
         return b""
@@ -104,7 +106,9 @@ class Writer:
         try:
             os.makedirs(self.root, exist_ok=True)
         except OSError as exc:
-            raise ZaggdError(f"{self.root}: cannot create the output folder: {exc.strerror}") from None
+            raise ZaggdError(
+                f"{self.root}: cannot create the output folder: {exc.strerror}"
+            ) from None
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise ZaggdError(f"{self.root}: the output folder is not writable by this user")
 
@@ -127,7 +131,9 @@ class Writer:
             self._routes[key] = path
         return path
 
-    def format(self, payload: bytes, node: str, path: str, topic: bytes, start: int, exact: bool) -> bytes:
+    def format(
+        self, payload: bytes, node: str, path: str, topic: bytes, start: int, exact: bool
+    ) -> bytes:
         fmt = self.output.format
         if fmt is OutputFormat.RAW:
             return payload

@@ -55,7 +55,14 @@ class Producer:
         self._start_sockets()
         assert self.publisher is not None
         self.tailer = TailerThread(
-            cfg, self.instance, stored, store, self.registry, self.publisher, self.counters, self.service.crash
+            cfg,
+            self.instance,
+            stored,
+            store,
+            self.registry,
+            self.publisher,
+            self.counters,
+            self.service.crash,
         )
         self.tailer.start()
         if not self.tailer.first_scan_done.wait(START_TIMEOUT_S):
@@ -79,10 +86,22 @@ class Producer:
         if cfg.publish.bind:
             replay_endpoint = cfg.publish.advertise or advertised(cfg.publish.replay[0])
         self.publisher = PublisherThread(
-            self.context, cfg.publish, cfg.node, self.instance, replay_endpoint, self.counters, self.service.crash
+            self.context,
+            cfg.publish,
+            cfg.node,
+            self.instance,
+            replay_endpoint,
+            self.counters,
+            self.service.crash,
         )
         self.replay = ReplayServer(
-            self.context, cfg.publish, cfg.node, self.instance, self.registry, self.counters, self.service.crash
+            self.context,
+            cfg.publish,
+            cfg.node,
+            self.instance,
+            self.registry,
+            self.counters,
+            self.service.crash,
         )
         for thread in (self.publisher, self.replay):
             thread.start()
@@ -92,7 +111,9 @@ class Producer:
                 raise thread.error
 
     def workers(self) -> list[Worker]:
-        return [w for w in (self.tailer, self.publisher, self.replay, self.control) if w is not None]
+        return [
+            w for w in (self.tailer, self.publisher, self.replay, self.control) if w is not None
+        ]
 
     def status_line(self) -> str:
         snap = self.tailer.snapshot if self.tailer is not None else {}
@@ -124,7 +145,9 @@ class Producer:
             return
         old = self.config
         if new.node != old.node or new.state_dir != old.state_dir:
-            log.error("reload refused: node and state_dir cannot change while running; restart instead")
+            log.error(
+                "reload refused: node and state_dir cannot change while running; restart instead"
+            )
             return
         if old.publish.curve is not None:
             from zaggd.security import reload_allowlist
@@ -159,7 +182,10 @@ class Producer:
                 self.publisher.streams[info.stream] = info
             self.publisher.announce_all()
             self.tailer.publisher = self.publisher
-            log.info("publish endpoints changed: now %s", ", ".join(self.publisher.bound or self.config.publish.connect))
+            log.info(
+                "publish endpoints changed: now %s",
+                ", ".join(self.publisher.bound or self.config.publish.connect),
+            )
         finally:
             paused.release()
 

@@ -143,7 +143,9 @@ class PublisherThread(Worker):
             if self.stop_event.is_set():
                 draining = True
             try:
-                item = self.items.get(timeout=0 if draining else min(0.25, max(0.0, next_heartbeat - now)))
+                item = self.items.get(
+                    timeout=0 if draining else min(0.25, max(0.0, next_heartbeat - now))
+                )
             except queue.Empty:
                 if draining:
                     self._send_heartbeat(sock)

@@ -83,7 +83,9 @@ class ReplayServer(Worker):
                 now = time.monotonic()
                 if self.config.connect and now >= next_hello:
                     for sock in sockets:
-                        self._send(sock, [], wire.encode_hello(wire.Hello(self.node, self.instance)))
+                        self._send(
+                            sock, [], wire.encode_hello(wire.Hello(self.node, self.instance))
+                        )
                     next_hello = now + self.config.heartbeat_interval_s
                 for sock, _ in poller.poll(250):
                     self._serve_ready(sock)
@@ -162,9 +164,17 @@ class ReplayServer(Worker):
                 if block is None:
                     break
                 header = wire.DataHeader(
-                    self.node, req.stream, target.source, target.path, block.start, block.end, block.lines
+                    self.node,
+                    req.stream,
+                    target.source,
+                    target.path,
+                    block.start,
+                    block.end,
+                    block.lines,
                 )
-                if not self._send(sock, envelope, wire.encode_data(target.topic, header, block.payload)):
+                if not self._send(
+                    sock, envelope, wire.encode_data(target.topic, header, block.payload)
+                ):
                     return
                 self.counters.add("replay_bytes_out", len(block.payload))
                 pos = block.end
@@ -185,7 +195,11 @@ class ReplayServer(Worker):
             "replay range gone: stream %s range %d-%d: %s", req.stream, start, req.end, reason
         )
         topic = target.topic if target is not None else b"-"
-        self._send(sock, envelope, wire.encode_gone(topic, wire.Gone(self.node, req.stream, start, req.end, reason)))
+        self._send(
+            sock,
+            envelope,
+            wire.encode_gone(topic, wire.Gone(self.node, req.stream, start, req.end, reason)),
+        )
 
     def _send(self, sock: zmq.Socket, envelope: list[bytes], frames: Sequence[Any]) -> bool:  # type: ignore[type-arg]
         """Send, waiting for room; False when the peer is gone or too slow."""
