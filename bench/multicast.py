@@ -135,6 +135,10 @@ def run_one(base: Path, nets: NetNamespaces, ns: str, name: str, payload: Path, 
             name, lines, payload.stat().st_size, elapsed, counters["bytes_repaired"], counters["gaps_found"],
             peak_rss_mb(collector.pid), peak_rss_mb(producer.pid),
         )
+    except BaseException:
+        for daemon in (producer, collector):
+            print(f"--- {name}: {daemon.kind} log (end)\n{daemon.output()[-2000:]}", file=sys.stderr)
+        raise
     finally:
         for daemon in (producer, collector):
             try:
@@ -162,7 +166,7 @@ def run_payload(base: Path, nets: NetNamespaces, ns: str, label: str, size: int,
     print(f"{label} payload: {payload.stat().st_size / 1e6:.2f} MB, {size // LINE_BYTES:,} lines of {LINE_BYTES} bytes", flush=True)
     results = [run_one(base, nets, ns, f"{label}-tcp", payload, None, timeout_s)]
     for kbps in rates:
-        results.append(run_one(base, nets, ns, f"{label}-epgm-{show_rate(kbps).replace(' ', '')}", payload, kbps, timeout_s))
+        results.append(run_one(base, nets, ns, f"{label}-epgm-{show_rate(kbps).replace(' ', '').replace('/s', '')}", payload, kbps, timeout_s))
     report(results)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import random
 import shutil
@@ -92,11 +93,18 @@ def wait_written(collector, total_lines: int, timeout_s: float = 1800.0) -> floa
 
 
 def unsealed(folder: Path) -> int:
+    """Rotated files not yet sealed: a temp archive, or a plain file its manifest does not name."""
     count = 0
     for p in folder.iterdir():
         parsed = parse_rotated(p.name)
-        if parsed is not None and parsed.ext in ("", ".gz.tmp"):
-            count += 1
+        if parsed is None or parsed.ext not in ("", ".gz.tmp"):
+            continue
+        manifest = folder / f"{parsed.base}.manifest.json"
+        try:
+            sealed = parsed.ext == "" and json.loads(manifest.read_text())["file"] == p.name
+        except (FileNotFoundError, ValueError, KeyError):
+            sealed = False
+        count += not sealed
     return count
 
 

@@ -72,7 +72,10 @@ def curve_server(keys: Path, name: str, allow_dir: Path) -> dict[str, str]:
 
 def curve_client(keys: Path, name: str, *servers: str) -> dict[str, Any]:
     files = [str(keys / f"{s}.key") for s in servers]
-    return {"secret_key_file": str(keys / f"{name}.key_secret"), "server_key_file": files[0] if len(files) == 1 else files}
+    return {
+        "secret_key_file": str(keys / f"{name}.key_secret"),
+        "server_key_file": files[0] if len(files) == 1 else files,
+    }
 
 
 def tcp() -> str:
@@ -95,7 +98,7 @@ def count_in(daemon: Daemon, text: str) -> int:
 
 
 @pytest.fixture
-def context() -> Iterator[zmq.Context]:  # type: ignore[type-arg]
+def context() -> Iterator[zmq.Context]:
     """A zmq.Context that must terminate promptly, taking its ZAP handler with it."""
     ctx = zmq.Context()
     yield ctx
@@ -106,22 +109,24 @@ def context() -> Iterator[zmq.Context]:  # type: ignore[type-arg]
 
 
 def curve_pair(
-    context: zmq.Context,  # type: ignore[type-arg]
+    context: zmq.Context,
     keys: Path,
     allow_dir: Path,
-) -> tuple[zmq.Socket, str]:  # type: ignore[type-arg]
+) -> tuple[zmq.Socket, str]:
     """A SUB socket bound as a CURVE server with `allow_dir`, and its endpoint."""
     server = context.socket(zmq.SUB)
     server.setsockopt(zmq.LINGER, 0)
     server.setsockopt(zmq.SUBSCRIBE, b"")
-    security.apply_curve(server, CurveConfig(str(keys / "collector.key_secret"), (), str(allow_dir)), True)
+    security.apply_curve(
+        server, CurveConfig(str(keys / "collector.key_secret"), (), str(allow_dir)), True
+    )
     port = server.bind_to_random_port("tcp://127.0.0.1")
     return server, f"tcp://127.0.0.1:{port}"
 
 
 def try_send(
-    context: zmq.Context,  # type: ignore[type-arg]
-    server: zmq.Socket,  # type: ignore[type-arg]
+    context: zmq.Context,
+    server: zmq.Socket,
     endpoint: str,
     curve: CurveConfig | None,
     timeout_s: float = 1.5,
@@ -149,7 +154,10 @@ def try_send(
 
 def test_keygen_writes_a_pair_pyzmq_reads_with_a_private_secret(tmp_path: Path) -> None:
     public, secret = security.keygen(str(tmp_path / "keys"), "web-01")
-    assert (public, secret) == (str(tmp_path / "keys/web-01.key"), str(tmp_path / "keys/web-01.key_secret"))
+    assert (public, secret) == (
+        str(tmp_path / "keys/web-01.key"),
+        str(tmp_path / "keys/web-01.key_secret"),
+    )
     assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
     pub_only, none = zmq.auth.load_certificate(public)
     pub, sec = zmq.auth.load_certificate(secret)
@@ -158,7 +166,9 @@ def test_keygen_writes_a_pair_pyzmq_reads_with_a_private_secret(tmp_path: Path) 
     assert security.load_secret_key(secret) == (pub, sec)
 
 
-def test_keygen_refuses_to_overwrite_a_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_keygen_refuses_to_overwrite_a_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     keys = tmp_path / "keys"
     assert cli_main(["keygen", str(keys), "web-01"]) == 0
     before = (keys / "web-01.key_secret").read_bytes()
@@ -196,12 +206,20 @@ GOOD_PUBLIC = zmq.curve_keypair()[0].decode()
         (b"", "no public-key line"),
         (b"\x00\xff garbage\n", "no public-key line"),
         (b'curve\n    public-key = "short"\n', "public-key is not a 40-character Z85 key"),
-        (b'curve\n    public-key = "' + b"~" * 40 + b'"\n', "public-key is not a 40-character Z85 key"),
-        (f'curve\n    public-key = "{GOOD_PUBLIC}"\n    public-key = "{GOOD_PUBLIC}"\n'.encode(), "given twice"),
+        (
+            b'curve\n    public-key = "' + b"~" * 40 + b'"\n',
+            "public-key is not a 40-character Z85 key",
+        ),
+        (
+            f'curve\n    public-key = "{GOOD_PUBLIC}"\n    public-key = "{GOOD_PUBLIC}"\n'.encode(),
+            "given twice",
+        ),
         (b"x" * 70_000, "too large for a key file"),
     ],
 )
-def test_malformed_key_file_is_a_one_line_error(tmp_path: Path, content: bytes, problem: str) -> None:
+def test_malformed_key_file_is_a_one_line_error(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
     path = tmp_path / "bad.key"
     path.write_bytes(content)
     with pytest.raises(KeyFileError) as info:
@@ -219,7 +237,9 @@ def test_secret_key_must_hold_a_matching_secret(tmp_path: Path) -> None:
         security.load_secret_key(str(as_secret))
     other = tmp_path / "mismatch.key_secret"
     other_secret = zmq.curve_keypair()[1].decode()
-    other.write_text(f'curve\n    public-key = "{GOOD_PUBLIC}"\n    secret-key = "{other_secret}"\n')
+    other.write_text(
+        f'curve\n    public-key = "{GOOD_PUBLIC}"\n    secret-key = "{other_secret}"\n'
+    )
     os.chmod(other, 0o600)
     with pytest.raises(KeyFileError, match="public-key does not belong to secret-key"):
         security.load_secret_key(str(other))
@@ -239,7 +259,11 @@ def test_check_keys_reads_every_file_a_curve_config_names(tmp_path: Path) -> Non
     security.check_keys(CurveConfig(str(keys / "c.key_secret"), (), str(allowed)))
     security.check_keys(CurveConfig(str(keys / "p.key_secret"), (str(keys / "c.key"),), None))
     with pytest.raises(KeyFileError, match=r"missing\.key: key file not found"):
-        security.check_keys(CurveConfig(str(keys / "p.key_secret"), (str(keys / "c.key"), str(keys / "missing.key"))))
+        security.check_keys(
+            CurveConfig(
+                str(keys / "p.key_secret"), (str(keys / "c.key"), str(keys / "missing.key"))
+            )
+        )
 
 
 def test_daemon_refuses_a_group_readable_secret_key_at_start(tmp_path: Path) -> None:
@@ -247,11 +271,19 @@ def test_daemon_refuses_a_group_readable_secret_key_at_start(tmp_path: Path) -> 
     secret = keys / "collector.key_secret"
     os.chmod(secret, 0o640)
     allowed = allow(tmp_path / "allowed", keys)
-    cfg = collector_config(tmp_path, "c1", {"bind": [tcp()], "replay": tcp(), "curve": curve_server(keys, "collector", allowed)})
+    cfg = collector_config(
+        tmp_path,
+        "c1",
+        {"bind": [tcp()], "replay": tcp(), "curve": curve_server(keys, "collector", allowed)},
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("NOTIFY_SOCKET", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "zaggd", "collector", "-c", str(cfg)], capture_output=True, text=True, timeout=60, env=env
+        [sys.executable, "-m", "zaggd", "collector", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1] == (
@@ -270,7 +302,8 @@ def test_allowlist_names_each_key_after_its_file(tmp_path: Path) -> None:
     shutil.copy(keys / "web-01.key_secret", allowed / "web-01.key_secret")  # not a .key: ignored
     got = security.load_allowlist(str(allowed))
     want = {
-        zmq.utils.z85.decode(security.load_public_key(str(keys / f"{n}.key"))): n for n in ("web-01", "web-02")
+        zmq.utils.z85.decode(security.load_public_key(str(keys / f"{n}.key"))): n
+        for n in ("web-01", "web-02")
     }
     assert got == want
 
@@ -305,7 +338,9 @@ def test_server_key_is_chosen_by_host_then_by_node_name() -> None:
     assert security.server_key_index(keys[:1], "tcp://anything:1", connect[:1]) == 0
     same_host = ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"]
     assert security.server_key_index(keys, "tcp://127.0.0.1:9", same_host, "db") == 2
-    with pytest.raises(ZaggdError, match=r"cannot tell which server_key_file belongs to tcp://127\.0\.0\.1:9"):
+    with pytest.raises(
+        ZaggdError, match=r"cannot tell which server_key_file belongs to tcp://127\.0\.0\.1:9"
+    ):
         security.server_key_index(keys, "tcp://127.0.0.1:9", same_host, "web-09")
     with pytest.raises(ZaggdError, match="cannot tell"):
         security.server_key_index(keys, "ipc:///run/x", connect)
@@ -329,16 +364,32 @@ def test_refusals_are_logged_once_per_peer_and_interval() -> None:
 # --- the ZAP handler with real CURVE sockets ----------------------------------------------
 
 
-def test_zap_answers_allowed_keys_with_their_name_and_holds_unknown_ones(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_zap_answers_allowed_keys_with_their_name_and_holds_unknown_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     keys = make_keys(tmp_path, "web-01", "rogue")
     allowed = allow(tmp_path / "allowed", keys, "web-01")
-    auth = security.Authenticator(zmq.Context.instance(), str(allowed))  # not started: answer() only
-    key = {n: zmq.utils.z85.decode(security.load_public_key(str(keys / f"{n}.key"))) for n in ("web-01", "rogue")}
+    auth = security.Authenticator(
+        zmq.Context.instance(), str(allowed)
+    )  # not started: answer() only
+    key = {
+        n: zmq.utils.z85.decode(security.load_public_key(str(keys / f"{n}.key")))
+        for n in ("web-01", "rogue")
+    }
 
-    def request(credentials: list[bytes], mechanism: bytes = b"CURVE", address: bytes = b"10.1.2.3") -> list[bytes]:
+    def request(
+        credentials: list[bytes], mechanism: bytes = b"CURVE", address: bytes = b"10.1.2.3"
+    ) -> list[bytes]:
         return [b"1.0", b"7", b"zaggd", address, b"", mechanism, *credentials]
 
-    assert auth.answer(request([key["web-01"]]), now=0) == [b"1.0", b"7", b"200", b"OK", b"web-01", b""]
+    assert auth.answer(request([key["web-01"]]), now=0) == [
+        b"1.0",
+        b"7",
+        b"200",
+        b"OK",
+        b"web-01",
+        b"",
+    ]
     with caplog.at_level(logging.WARNING, logger="zaggd.security"):
         for t in range(20):
             assert auth.answer(request([key["rogue"]]), now=t) is None
@@ -346,25 +397,42 @@ def test_zap_answers_allowed_keys_with_their_name_and_holds_unknown_ones(tmp_pat
     lines = [r.getMessage() for r in caplog.records if "client refused" in r.getMessage()]
     assert lines == [f"client refused: public key {rogue} from 10.1.2.3: not in {allowed}"]
     assert auth.refused == 20
-    assert auth.answer([b"1.0"], now=0)[2] == b"500"  # type: ignore[index]
-    assert auth.answer(request([b"x" * 31]), now=0)[2] == b"400"  # type: ignore[index]
-    assert auth.answer(request([], mechanism=b"PLAIN"), now=0)[2] == b"400"  # type: ignore[index]
+    assert auth.answer([b"1.0"], now=0)[2] == b"500"
+    assert auth.answer(request([b"x" * 31]), now=0)[2] == b"400"
+    assert auth.answer(request([], mechanism=b"PLAIN"), now=0)[2] == b"400"
 
 
 def test_curve_server_takes_only_allowed_keys_and_names_them(
-    tmp_path: Path, context: zmq.Context, caplog: pytest.LogCaptureFixture  # type: ignore[type-arg]
+    tmp_path: Path,
+    context: zmq.Context,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     keys = make_keys(tmp_path, "collector", "web-01", "rogue")
     allowed = allow(tmp_path / "allowed", keys, "web-01")
     caplog.set_level(logging.INFO, logger="zaggd.security")
     server, endpoint = curve_pair(context, keys, allowed)
     try:
-        frame = try_send(context, server, endpoint, CurveConfig(str(keys / "web-01.key_secret"), (str(keys / "collector.key"),)))
+        frame = try_send(
+            context,
+            server,
+            endpoint,
+            CurveConfig(str(keys / "web-01.key_secret"), (str(keys / "collector.key"),)),
+        )
         assert frame is not None and frame.bytes == b"probe"
         assert security.node_of_key(context)(frame) == "web-01"
-        assert try_send(context, server, endpoint, CurveConfig(str(keys / "rogue.key_secret"), (str(keys / "collector.key"),))) is None
+        assert (
+            try_send(
+                context,
+                server,
+                endpoint,
+                CurveConfig(str(keys / "rogue.key_secret"), (str(keys / "collector.key"),)),
+            )
+            is None
+        )
         assert try_send(context, server, endpoint, None) is None  # plain text
-        wrong = CurveConfig(str(keys / "web-01.key_secret"), (str(keys / "rogue.key"),))  # pins another server
+        wrong = CurveConfig(
+            str(keys / "web-01.key_secret"), (str(keys / "rogue.key"),)
+        )  # pins another server
         assert try_send(context, server, endpoint, wrong) is None
 
         def logged(text: str) -> bool:
@@ -372,20 +440,26 @@ def test_curve_server_takes_only_allowed_keys_and_names_them(
 
         rogue = security.load_public_key(str(keys / "rogue.key")).decode()
         wait_until(lambda: logged(f"client refused: public key {rogue} from 127.0.0.1"), 5)
-        wait_until(lambda: logged("the client does not use CURVE (plain text?)"), 5)
+        wait_until(lambda: logged("(plain text"), 5)
         wait_until(lambda: logged("the client has a wrong server key for this socket?"), 5)
     finally:
         server.close(linger=0)
 
 
-def test_reload_lets_a_new_key_in_and_revokes_a_removed_one(tmp_path: Path, context: zmq.Context) -> None:  # type: ignore[type-arg]
+def test_reload_lets_a_new_key_in_and_revokes_a_removed_one(
+    tmp_path: Path, context: zmq.Context
+) -> None:
     keys = make_keys(tmp_path, "collector", "web-01")
     allowed = allow(tmp_path / "allowed", keys)
     server, endpoint = curve_pair(context, keys, allowed)
     client = context.socket(zmq.PUB)
     client.setsockopt(zmq.LINGER, 0)
     try:
-        security.apply_curve(client, CurveConfig(str(keys / "web-01.key_secret"), (str(keys / "collector.key"),)), False)
+        security.apply_curve(
+            client,
+            CurveConfig(str(keys / "web-01.key_secret"), (str(keys / "collector.key"),)),
+            False,
+        )
         client.connect(endpoint)
 
         def received() -> zmq.Frame | None:
@@ -407,7 +481,9 @@ def test_reload_lets_a_new_key_in_and_revokes_a_removed_one(tmp_path: Path, cont
         server.close(linger=0)
 
 
-def test_reload_with_a_bad_key_keeps_the_running_allowlist(tmp_path: Path, context: zmq.Context, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[type-arg]
+def test_reload_with_a_bad_key_keeps_the_running_allowlist(
+    tmp_path: Path, context: zmq.Context, caplog: pytest.LogCaptureFixture
+) -> None:
     keys = make_keys(tmp_path, "collector", "web-01")
     allowed = allow(tmp_path / "allowed", keys, "web-01")
     server, _ = curve_pair(context, keys, allowed)
@@ -415,7 +491,10 @@ def test_reload_with_a_bad_key_keeps_the_running_allowlist(tmp_path: Path, conte
         (allowed / "broken.key").write_text("nonsense")
         with caplog.at_level(logging.ERROR, logger="zaggd.security"):
             security.reload_allowlist(context)
-        assert f"allowlist not reloaded, keeping the 1 keys in use: {allowed}/broken.key" in caplog.text
+        assert (
+            f"allowlist not reloaded, keeping the 1 keys in use: {allowed}/broken.key"
+            in caplog.text
+        )
         auth = security._authenticators[context]
         assert set(auth.allowed.values()) == {"web-01"}
     finally:
@@ -428,25 +507,42 @@ def test_reload_with_a_bad_key_keeps_the_running_allowlist(tmp_path: Path, conte
 def collector_binding(tmp_path: Path, keys: Path, allowed: Path) -> tuple[Daemon, str, str]:
     data, replay = tcp(), tcp()
     cfg = collector_config(
-        tmp_path, "c1", {"bind": [data], "replay": replay, "topics": [""], "curve": curve_server(keys, "collector", allowed)}
+        tmp_path,
+        "c1",
+        {
+            "bind": [data],
+            "replay": replay,
+            "topics": [""],
+            "curve": curve_server(keys, "collector", allowed),
+        },
     )
     return Daemon("collector", cfg, tmp_path), data, replay
 
 
-def connecting_producer(tmp_path: Path, node: str, data: str, replay: str, curve: dict[str, Any] | None) -> tuple[Daemon, Path]:
+def connecting_producer(
+    tmp_path: Path, node: str, data: str, replay: str, curve: dict[str, Any] | None
+) -> tuple[Daemon, Path]:
     logs = tmp_path / f"logs-{node}"
     logs.mkdir()
     publish: dict[str, Any] = {"connect": [data], "replay": [replay]}
     if curve is not None:
         publish["curve"] = curve
-    return Daemon("producer", producer_config(tmp_path, node, app_source(logs), publish), tmp_path), logs
+    return Daemon(
+        "producer", producer_config(tmp_path, node, app_source(logs), publish), tmp_path
+    ), logs
 
 
 def test_allowed_producer_lines_arrive_and_an_unknown_key_is_refused(tmp_path: Path) -> None:
     keys = make_keys(tmp_path, "collector", "web-01", "web-02")
-    collector, data, replay = collector_binding(tmp_path, keys, allow(tmp_path / "allowed", keys, "web-01"))
-    good, good_logs = connecting_producer(tmp_path, "web-01", data, replay, curve_client(keys, "web-01", "collector"))
-    rogue, rogue_logs = connecting_producer(tmp_path, "web-02", data, replay, curve_client(keys, "web-02", "collector"))
+    collector, data, replay = collector_binding(
+        tmp_path, keys, allow(tmp_path / "allowed", keys, "web-01")
+    )
+    good, good_logs = connecting_producer(
+        tmp_path, "web-01", data, replay, curve_client(keys, "web-01", "collector")
+    )
+    rogue, rogue_logs = connecting_producer(
+        tmp_path, "web-02", data, replay, curve_client(keys, "web-02", "collector")
+    )
     try:
         collector.start()
         good.start()
@@ -456,7 +552,12 @@ def test_allowed_producer_lines_arrive_and_an_unknown_key_is_refused(tmp_path: P
         out = tmp_path / "out-c1"
         wait_until(lambda: len(read_output_lines(out)) >= len(want), 30, 0.1)
         rogue_key = security.load_public_key(str(keys / "web-02.key")).decode()
-        wait_until(lambda: count_in(collector, f"client refused: public key {rogue_key} from 127.0.0.1") >= 1, 10)
+        wait_until(
+            lambda: (
+                count_in(collector, f"client refused: public key {rogue_key} from 127.0.0.1") >= 1
+            ),
+            10,
+        )
         time.sleep(security.HANDSHAKE_TIMEOUT_MS / 1000 + 1)  # the rogue knocks again, quietly
         assert read_output_lines(out) == want
         assert [p.name for p in (out / "app").iterdir()] == ["web-01-app.log"]
@@ -468,13 +569,15 @@ def test_allowed_producer_lines_arrive_and_an_unknown_key_is_refused(tmp_path: P
 
 def test_plain_text_producer_is_refused_by_a_curve_collector(tmp_path: Path) -> None:
     keys = make_keys(tmp_path, "collector", "web-01")
-    collector, data, replay = collector_binding(tmp_path, keys, allow(tmp_path / "allowed", keys, "web-01"))
+    collector, data, replay = collector_binding(
+        tmp_path, keys, allow(tmp_path / "allowed", keys, "web-01")
+    )
     plain, logs = connecting_producer(tmp_path, "web-01", data, replay, None)
     try:
         collector.start()
         plain.start()
         write_log(logs, "plain", 1_000)
-        wait_until(lambda: count_in(collector, "the client does not use CURVE (plain text?)") >= 1, 15)
+        wait_until(lambda: count_in(collector, "(plain text") >= 1, 15)
         time.sleep(1.0)
         assert read_output_lines(tmp_path / "out-c1") == []
         assert collector.status()["counters"]["lines_written"] == 0
@@ -484,11 +587,17 @@ def test_plain_text_producer_is_refused_by_a_curve_collector(tmp_path: Path) -> 
 
 def test_producer_claiming_another_nodes_id_is_rejected_and_counted(tmp_path: Path) -> None:
     keys = make_keys(tmp_path, "collector", "web-01", "web-02")
-    collector, data, replay = collector_binding(tmp_path, keys, allow(tmp_path / "allowed", keys, "web-01", "web-02"))
-    honest, honest_logs = connecting_producer(tmp_path, "web-02", data, replay, curve_client(keys, "web-02", "collector"))
+    collector, data, replay = collector_binding(
+        tmp_path, keys, allow(tmp_path / "allowed", keys, "web-01", "web-02")
+    )
+    honest, honest_logs = connecting_producer(
+        tmp_path, "web-02", data, replay, curve_client(keys, "web-02", "collector")
+    )
     # Holds web-02's key pair, but says it is web-01.
     (tmp_path / "impostor").mkdir()
-    impostor, impostor_logs = connecting_producer(tmp_path / "impostor", "web-01", data, replay, curve_client(keys, "web-02", "collector"))
+    impostor, impostor_logs = connecting_producer(
+        tmp_path / "impostor", "web-01", data, replay, curve_client(keys, "web-02", "collector")
+    )
     try:
         collector.start()
         honest.start()
@@ -504,7 +613,13 @@ def test_producer_claiming_another_nodes_id_is_rejected_and_counted(tmp_path: Pa
         counters = collector.status()["counters"]
         assert counters["messages_dropped"] >= counters["node_key_mismatches"] > 0
         assert "web-01" not in {row["node"] for row in collector.status().get("streams_detail", [])}
-        assert count_in(collector, "message dropped: node id not bound to the sender's key: key web-02 sent as node web-01") == 1
+        assert (
+            count_in(
+                collector,
+                "message dropped: node id not bound to the sender's key: key web-02 sent as node web-01",
+            )
+            == 1
+        )
     finally:
         stop_all(honest, impostor, collector)
 
@@ -513,7 +628,9 @@ def test_sighup_lets_in_a_producer_whose_key_was_added(tmp_path: Path) -> None:
     keys = make_keys(tmp_path, "collector", "web-01")
     allowed = allow(tmp_path / "allowed", keys)
     collector, data, replay = collector_binding(tmp_path, keys, allowed)
-    producer, logs = connecting_producer(tmp_path, "web-01", data, replay, curve_client(keys, "web-01", "collector"))
+    producer, logs = connecting_producer(
+        tmp_path, "web-01", data, replay, curve_client(keys, "web-01", "collector")
+    )
     try:
         collector.start()
         producer.start()
@@ -524,7 +641,11 @@ def test_sighup_lets_in_a_producer_whose_key_was_added(tmp_path: Path) -> None:
         collector.signal(signal.SIGHUP)
         wait_until(lambda: count_in(collector, "allowlist reloaded") == 1, 10)
         out = tmp_path / "out-c1"
-        wait_until(lambda: len(read_output_lines(out)) >= len(want), security.HANDSHAKE_TIMEOUT_MS / 1000 + 25, 0.1)
+        wait_until(
+            lambda: len(read_output_lines(out)) >= len(want),
+            security.HANDSHAKE_TIMEOUT_MS / 1000 + 25,
+            0.1,
+        )
         assert read_output_lines(out) == want
     finally:
         stop_all(producer, collector)
@@ -533,26 +654,44 @@ def test_sighup_lets_in_a_producer_whose_key_was_added(tmp_path: Path) -> None:
 # --- daemons, producer binding ------------------------------------------------------------
 
 
-def binding_producer(tmp_path: Path, node: str, keys: Path, allowed: Path) -> tuple[Daemon, Path, str]:
+def binding_producer(
+    tmp_path: Path, node: str, keys: Path, allowed: Path
+) -> tuple[Daemon, Path, str]:
     logs = tmp_path / f"logs-{node}"
     logs.mkdir()
     data, replay = tcp(), tcp()
-    publish = {"bind": [data], "replay": replay, "heartbeat_interval": "200ms", "curve": curve_server(keys, node, allowed)}
+    publish = {
+        "bind": [data],
+        "replay": replay,
+        "heartbeat_interval": "200ms",
+        "curve": curve_server(keys, node, allowed),
+    }
     cfg = producer_config(tmp_path, node, app_source(logs), publish)
     return Daemon("producer", cfg, tmp_path), logs, data
 
 
-def test_producer_binds_and_serves_only_allowed_collectors_data_and_replays(tmp_path: Path) -> None:
-    keys = make_keys(tmp_path, "web-01", "c-good", "c-rogue")
-    producer, logs, data = binding_producer(tmp_path, "web-01", keys, allow(tmp_path / "allowed", keys, "c-good"))
+def test_producer_binds_serves_only_allowed_collectors_and_rereads_them_on_sighup(
+    tmp_path: Path,
+) -> None:
+    keys = make_keys(tmp_path, "web-01", "c-good", "c-late")
+    allowed = allow(tmp_path / "allowed", keys, "c-good")
+    producer, logs, data = binding_producer(tmp_path, "web-01", keys, allowed)
     good = Daemon(
         "collector",
-        collector_config(tmp_path, "good", {"connect": [data], "topics": [""], "curve": curve_client(keys, "c-good", "web-01")}),
+        collector_config(
+            tmp_path,
+            "good",
+            {"connect": [data], "topics": [""], "curve": curve_client(keys, "c-good", "web-01")},
+        ),
         tmp_path,
     )
-    rogue = Daemon(
+    late = Daemon(
         "collector",
-        collector_config(tmp_path, "rogue", {"connect": [data], "topics": [""], "curve": curve_client(keys, "c-rogue", "web-01")}),
+        collector_config(
+            tmp_path,
+            "late",
+            {"connect": [data], "topics": [""], "curve": curve_client(keys, "c-late", "web-01")},
+        ),
         tmp_path,
     )
     try:
@@ -560,15 +699,30 @@ def test_producer_binds_and_serves_only_allowed_collectors_data_and_replays(tmp_
         producer.start()
         # Published before any collector was there: they can only come by replay, over CURVE too.
         good.start()
-        rogue.start()
+        late.start()
         wait_until(lambda: len(read_output_lines(tmp_path / "out-good")) >= len(want), 30, 0.1)
         assert read_output_lines(tmp_path / "out-good") == want
         assert good.status()["counters"]["bytes_repaired"] > 0
-        rogue_key = security.load_public_key(str(keys / "c-rogue.key")).decode()
-        wait_until(lambda: count_in(producer, f"client refused: public key {rogue_key} from 127.0.0.1") >= 1, 10)
-        assert read_output_lines(tmp_path / "out-rogue") == []
+        late_key = security.load_public_key(str(keys / "c-late.key")).decode()
+        wait_until(
+            lambda: (
+                count_in(producer, f"client refused: public key {late_key} from 127.0.0.1") >= 1
+            ),
+            10,
+        )
+        assert read_output_lines(tmp_path / "out-late") == []
+        # Its key added and the producer reloaded, the refused collector gets in by itself.
+        allow(allowed, keys, "c-late")
+        producer.signal(signal.SIGHUP)
+        wait_until(lambda: count_in(producer, "allowlist reloaded") == 1, 10)
+        wait_until(
+            lambda: len(read_output_lines(tmp_path / "out-late")) >= len(want),
+            security.HANDSHAKE_TIMEOUT_MS / 1000 + 25,
+            0.1,
+        )
+        assert read_output_lines(tmp_path / "out-late") == want
     finally:
-        stop_all(good, rogue, producer)
+        stop_all(good, late, producer)
 
 
 def test_collector_pins_one_server_key_per_producer(tmp_path: Path) -> None:
@@ -581,7 +735,11 @@ def test_collector_pins_one_server_key_per_producer(tmp_path: Path) -> None:
         collector_config(
             tmp_path,
             "c1",
-            {"connect": [data1, data2], "topics": [""], "curve": curve_client(keys, "collector", "web-01", "web-02")},
+            {
+                "connect": [data1, data2],
+                "topics": [""],
+                "curve": curve_client(keys, "collector", "web-01", "web-02"),
+            },
         ),
         tmp_path,
     )
@@ -606,57 +764,98 @@ NAMES = st.one_of(
     st.text(min_size=0, max_size=12),
 )
 TOPICS = st.one_of(
-    st.sampled_from([b"app", b"../../../tmp/x", b"/etc/passwd", b"..", b".", b"a/../../b", b"\x00zaggd", b""]),
+    st.sampled_from(
+        [b"app", b"../../../tmp/x", b"/etc/passwd", b"..", b".", b"a/../../b", b"\x00zaggd", b""]
+    ),
     st.binary(max_size=40),
     st.text(max_size=30).map(lambda t: t.encode("utf-8")),
 )
 STREAMS = st.one_of(st.sampled_from(["0123456789abcdef", "fedcba9876543210"]), st.text(max_size=20))
-OFFSETS = st.one_of(st.integers(min_value=0, max_value=4096), st.integers(), st.sampled_from([2**63 - 1, 2**63, -1]))
+OFFSETS = st.one_of(
+    st.just(0),
+    st.integers(min_value=0, max_value=4096),
+    st.integers(),
+    st.sampled_from([2**63 - 1, 2**63, -1]),
+)
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 
 
+HOSTILE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "v": st.sampled_from([2, "1", None, 1.0, True]),
+    "node": NAMES,
+    "stream": STREAMS,
+    "source": NAMES,
+    "path": st.one_of(
+        st.sampled_from(["../../x", "\x00", "", "/etc/passwd"]), st.text(max_size=30)
+    ),
+    "start": OFFSETS,
+    "end": OFFSETS,
+    "lines": st.integers(min_value=-2, max_value=50),
+    "instance": st.sampled_from(["0123456789abcdef", "nope", ""]),
+    "replay": st.sampled_from(["", "tcp://127.0.0.1:1", "x" * 2000]),
+    "reason": st.text(max_size=300),
+}
+
+
 @st.composite
 def hostile_messages(draw: st.DrawFn) -> list[bytes]:
-    """Mostly well-formed v1 messages with hostile fields, some pure garbage."""
-    kind = draw(st.sampled_from(["data", "data", "data", "hb", "gone", "hello", "replay", "junk", "raw"]))
+    """Valid v1 messages with a few fields made hostile, or garbage outright.
+
+    Starting from a valid message keeps most cases deep in the collector
+    (sequencing, routing, writing) rather than all stopping at the first check.
+    """
+    kind = draw(st.sampled_from(["data"] * 6 + ["hb", "gone", "hello", "replay", "junk", "raw"]))
     if kind == "raw":
-        return draw(st.lists(st.binary(max_size=64), min_size=0, max_size=5))
-    head: dict[str, Any] = {"v": draw(st.sampled_from([1, 1, 1, 2, "1", None])), "k": kind}
-    for key, strategy in (
-        ("node", NAMES),
-        ("stream", STREAMS),
-        ("source", NAMES),
-        ("path", st.one_of(st.sampled_from(["/var/log/a.log", "../../x", "\x00"]), st.text(max_size=30))),
-        ("start", OFFSETS),
-        ("end", OFFSETS),
-        ("lines", st.integers(min_value=-2, max_value=50)),
-        ("instance", st.sampled_from(["0123456789abcdef", "nope"])),
-        ("replay", st.sampled_from(["", "tcp://127.0.0.1:1"])),
-        ("reason", st.text(max_size=20)),
-    ):
-        if draw(st.booleans()) or key in ("node", "stream", "start", "end"):
-            head[key] = draw(st.one_of(strategy, JSONISH) if draw(st.integers(0, 9)) == 0 else strategy)
-    if kind == "junk":
-        head = draw(st.dictionaries(st.text(max_size=8), JSONISH, max_size=6))
+        return draw(st.lists(st.binary(max_size=64), min_size=1, max_size=5))
     lines = draw(st.integers(min_value=0, max_value=5))
     block = b"".join(draw(st.binary(max_size=20)).replace(b"\n", b"") + b"\n" for _ in range(lines))
+    start = draw(st.sampled_from([0, 0, 0, 7, 100]))
+    head: dict[str, Any] = {
+        "v": 1,
+        "k": kind,
+        "node": draw(st.sampled_from(["node-a", "node-b", "node-c", "node-d"])),
+        "stream": draw(
+            st.sampled_from(["0123456789abcdef", "fedcba9876543210", "00000000000000aa"])
+        ),
+        "source": draw(st.sampled_from(["app", "web"])),
+        "path": "/var/log/app.log",
+        "start": start,
+        "end": start + len(block),
+        "lines": lines,
+        "instance": "0123456789abcdef",
+        "replay": "",
+        "reason": "gone",
+    }
+    for key in draw(st.lists(st.sampled_from(sorted(HOSTILE_FIELDS)), max_size=3, unique=True)):
+        head[key] = draw(st.one_of(HOSTILE_FIELDS[key], JSONISH))
+    if kind == "junk":
+        head = draw(st.dictionaries(st.text(max_size=8), JSONISH, max_size=6))
     if kind == "hb":
         rows = [
-            [draw(STREAMS), draw(TOPICS).decode("utf-8", "replace"), draw(NAMES), "/x.log", draw(OFFSETS)]
+            [
+                draw(STREAMS),
+                draw(TOPICS).decode("utf-8", "replace"),
+                draw(NAMES),
+                "/x.log",
+                draw(OFFSETS),
+            ]
             for _ in range(draw(st.integers(0, 3)))
         ]
         block = json.dumps(rows).encode()
-    if kind in ("hello", "replay") or draw(st.integers(0, 9)) == 0:
+    if kind in ("hello", "replay", "gone") or draw(st.integers(0, 9)) == 0:
         block = draw(st.sampled_from([b"", block, b"junk"]))
-    topic = wire.CONTROL_TOPIC if kind in ("hb", "hello", "replay") and draw(st.booleans()) else draw(TOPICS)
+    control = kind in ("hb", "hello", "replay") and draw(st.integers(0, 4)) > 0
+    topic = wire.CONTROL_TOPIC if control else draw(st.one_of(st.just(b"app"), TOPICS))
     return [topic, json.dumps(head).encode(), block]
 
 
-def build_subscriber(tmp_path: Path, context: zmq.Context):  # type: ignore[no-untyped-def, type-arg]
+def build_subscriber(tmp_path: Path, context: zmq.Context):
     from zaggd.collector.checkpoint import Checkpoint
     from zaggd.collector.subscriber import SubscriberThread
     from zaggd.collector.writer import Writer
@@ -665,14 +864,32 @@ def build_subscriber(tmp_path: Path, context: zmq.Context):  # type: ignore[no-u
     cfg_path = collector_config(
         tmp_path,
         "fuzz",
-        {"bind": [tcp()], "replay": tcp(), "topics": ["", "app"], "max_nodes": 3, "max_streams_per_node": 3},
-        {"path": str(tmp_path / "out" / "{topic}" / "{node}-{source}.log"), "format": "jsonl", "fsync": "never"},
+        {
+            "bind": [tcp()],
+            "replay": tcp(),
+            "topics": ["", "app"],
+            "max_nodes": 3,
+            "max_streams_per_node": 3,
+        },
+        {
+            "path": str(tmp_path / "out" / "{topic}" / "{node}-{source}.log"),
+            "format": "jsonl",
+            "fsync": "never",
+        },
     )
     cfg = config_mod.load_collector(str(cfg_path))
     os.makedirs(cfg.state_dir, exist_ok=True)
     crashes: list[str] = []
     writer = Writer(cfg.output)
-    sub = SubscriberThread(context, cfg, Counters(COLLECTOR_COUNTERS), Checkpoint(cfg.state_dir), None, writer, crashes.append)
+    sub = SubscriberThread(
+        context,
+        cfg,
+        Counters(COLLECTOR_COUNTERS),
+        Checkpoint(cfg.state_dir),
+        None,
+        writer,
+        crashes.append,
+    )
     return sub, crashes
 
 
@@ -680,7 +897,9 @@ def files_under(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*")}
 
 
-def test_fuzzed_messages_never_crash_the_collector_or_write_outside_its_output(tmp_path: Path, context: zmq.Context) -> None:  # type: ignore[type-arg]
+def test_fuzzed_messages_never_crash_the_collector_or_write_outside_its_output(
+    tmp_path: Path, context: zmq.Context
+) -> None:
     work = tmp_path / "work"
     work.mkdir()
     before = files_under(tmp_path)
@@ -693,16 +912,19 @@ def test_fuzzed_messages_never_crash_the_collector_or_write_outside_its_output(t
     sub._sub = pipe_out  # its main data socket, as far as _receive can tell
     try:
 
-        @settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         @given(frames=hostile_messages(), bound_to=st.sampled_from([None, "node-a"]))
         def feed(frames: list[bytes], bound_to: str | None) -> None:
             # Half the cases run through the CURVE path: each message's node checked against its key.
             sub.key_node = None if bound_to is None else (lambda frame: bound_to)
+            nodes_before = set(sub.nodes)
             pipe_in.send_multipart(frames)
             assert pipe_out.poll(1000)
             sub._receive(pipe_out)
             if bound_to is not None:
-                assert set(sub.nodes) <= {"node-a"}
+                assert set(sub.nodes) - nodes_before <= {"node-a"}  # no other node got in
 
         feed()
         sub.write_checkpoint()
@@ -711,6 +933,8 @@ def test_fuzzed_messages_never_crash_the_collector_or_write_outside_its_output(t
         pipe_in.close(linger=0)
         pipe_out.close(linger=0)
     assert crashes == [] and sub._held is None
+    assert sub.counters.get("lines_written") > 0  # the fuzz reached the writer
+    assert sub.counters.get("node_key_mismatches") > 0  # and the key check
     out, state = (work / "out").resolve(), (work / "state-fuzz").resolve()
     created = files_under(tmp_path) - before
     for path in created:
@@ -727,7 +951,9 @@ SENTINEL = "ffffffffffffffff"
 
 def test_fuzzed_replay_requests_only_ever_read_the_sources_files(tmp_path: Path) -> None:
     keys = make_keys(tmp_path, "web-01", "collector")
-    producer, logs, data = binding_producer(tmp_path, "web-01", keys, allow(tmp_path / "allowed", keys, "collector"))
+    producer, logs, data = binding_producer(
+        tmp_path, "web-01", keys, allow(tmp_path / "allowed", keys, "collector")
+    )
     content = b"".join(write_log(logs, "real", 2_000))
     secret = b"TOP SECRET " * 1000 + b"\n"
     (logs / "secret.txt").write_bytes(secret)  # beside the watched files, matched by no source
@@ -754,22 +980,40 @@ def test_fuzzed_replay_requests_only_ever_read_the_sources_files(tmp_path: Path)
         real_stream = hb.streams[0].stream
         assert real_stream != SENTINEL
         dealer.connect(hb.replay)
+        seen = {"data": 0, "gone": 0}
 
-        @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
         @given(
             node=st.sampled_from(["web-01", "web-02", "../web-01"]),
-            stream=st.one_of(st.just(real_stream), STREAMS, st.text(alphabet="0123456789abcdef", min_size=16, max_size=16)),
+            stream=st.one_of(
+                st.just(real_stream),
+                STREAMS,
+                st.text(alphabet="0123456789abcdef", min_size=16, max_size=16),
+            ),
             start=OFFSETS,
             length=st.integers(min_value=0, max_value=len(content) + 100),
             garbage=st.one_of(st.none(), st.lists(st.binary(max_size=32), max_size=4)),
         )
-        def ask(node: str, stream: str, start: int, length: int, garbage: list[bytes] | None) -> None:
+        def ask(
+            node: str, stream: str, start: int, length: int, garbage: list[bytes] | None
+        ) -> None:
             if garbage is not None:
                 dealer.send_multipart(garbage or [b""])
-            head = {"v": 1, "k": "replay", "node": node, "stream": stream, "start": start, "end": start + length}
+            head = {
+                "v": 1,
+                "k": "replay",
+                "node": node,
+                "stream": stream,
+                "start": start,
+                "end": start + length,
+            }
             dealer.send_multipart([wire.CONTROL_TOPIC, json.dumps(head).encode(), b""])
             # Answers come in order: the sentinel's "gone" closes this request's answers.
-            dealer.send_multipart(wire.encode_replay_request(wire.ReplayRequest("web-01", SENTINEL, 0, 1)))
+            dealer.send_multipart(
+                wire.encode_replay_request(wire.ReplayRequest("web-01", SENTINEL, 0, 1))
+            )
             while True:
                 assert dealer.poll(10_000), "the replay server stopped answering"
                 msg = wire.decode(dealer.recv_multipart())
@@ -777,12 +1021,14 @@ def test_fuzzed_replay_requests_only_ever_read_the_sources_files(tmp_path: Path)
                     return
                 # Whatever else comes back is the watched file's own bytes at their offsets, or "gone".
                 assert isinstance(msg, wire.Data | wire.Gone)
+                seen["data" if isinstance(msg, wire.Data) else "gone"] += 1
                 if isinstance(msg, wire.Data):
                     assert msg.header.stream == real_stream
                     assert bytes(msg.block) == content[msg.header.start : msg.header.end]
                     assert b"SECRET" not in bytes(msg.block)
 
         ask()
+        assert seen["data"] > 0 and seen["gone"] > 0, seen
         assert producer.proc is not None and producer.proc.poll() is None
         assert producer.status()["counters"]["bad_requests"] > 0
     finally:

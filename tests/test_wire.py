@@ -18,7 +18,7 @@ from zaggd.producer.tailer import CutCounts, cut_block
 
 SID = "0123456789abcdef"
 INSTANCE = "fedcba9876543210"
-FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # -- strategies ----------------------------------------------------------------
 

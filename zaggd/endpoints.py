@@ -61,7 +61,7 @@ def limit_incoming(sock: zmq.Socket) -> None:  # type: ignore[type-arg]
 
 def advertised(endpoint: str) -> str:
     """The address collectors reach a bound endpoint at: the host name for a wildcard."""
-    for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
+    for wildcard in ("tcp://*:", "tcp://0.0.0.0:", "tcp://[::]:"):
         if endpoint.startswith(wildcard):
             return f"tcp://{socket.gethostname()}:{endpoint[len(wildcard) :]}"
     return endpoint

@@ -7,10 +7,11 @@ copy of a file (copytruncate) be found by its content. A file shorter than
 FINGERPRINT_BYTES has a shorter fingerprint that grows with it; an empty file
 has an empty one, which matches any content (reading it from 0 loses nothing).
 
-This module also answers where a file instance is now (`open_instance`): at
-its path, renamed within its folder (same inode, same first bytes), or, once
-logrotate compressed it, inside a compressed sibling whose decompressed first
-bytes are its fingerprint. A compressed copy is decompressed into an unlinked
+This module also answers where a file instance's bytes are now
+(`open_instance`): at its path, renamed within its folder (same inode, same
+first bytes), in a copy of it (copytruncate: same rotation root, same first
+bytes), or, once logrotate compressed it, inside a compressed sibling whose
+decompressed first bytes are its fingerprint. A compressed copy is decompressed into an unlinked
 temporary file, so callers read every instance the same way, with `pread`.
 """
 
@@ -217,18 +218,54 @@ def open_instance(
         except OSError:
             return None
     siblings = [os.path.join(folder, n) for n in names]
-    for candidate in siblings:
-        if candidate == path or is_compressed(candidate):
-            continue
+    plain = [p for p in siblings if p != path and not is_compressed(p)]
+    for candidate in plain:
         st = _stat(candidate)
         if st is None or not file_id.is_same_inode(st):
             continue
         fd = _open_if(candidate, file_id)
         if fd is not None:
             return Instance(candidate, fd, file_id, False)
-    if compressed and file_id.fingerprint.size > 0:
-        return open_compressed_copy(file_id.fingerprint, siblings)
+    if file_id.fingerprint.size == 0:
+        return None
+    found = open_plain_copy(path, file_id.fingerprint, plain)
+    if found is None and compressed:
+        found = open_compressed_copy(file_id.fingerprint, siblings)
+    return found
+
+
+def open_plain_copy(path: str, fingerprint: Fingerprint, paths: Iterable[str]) -> Instance | None:
+    """The newest copy of the file at `path` (copytruncate): same rotation root, same first bytes."""
+    root = rotation_root(os.path.basename(path))
+    found: list[tuple[float, str]] = []
+    for candidate in paths:
+        if rotation_root(os.path.basename(candidate)) != root:
+            continue
+        st = _stat(candidate)
+        if st is not None and stat.S_ISREG(st.st_mode):
+            found.append((st.st_mtime, candidate))
+    for _, candidate in sorted(found, reverse=True):
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        if has_prefix(fd, fingerprint):
+            st = os.fstat(fd)
+            return Instance(candidate, fd, FileId(st.st_dev, st.st_ino, fingerprint), False)
+        os.close(fd)
     return None
+
+
+def rotation_root(name: str) -> str:
+    """`app.log` for `app.log.2`, `app.log-20261127`, `app.log.1.gz`: the name rotated."""
+    while True:
+        cut = max(name.rfind("."), name.rfind("-"), name.rfind("_"))
+        if cut <= 0:
+            return name
+        rest = name[cut:]
+        if not (any(c.isdigit() for c in rest) or rest in COMPRESSED_SUFFIXES):
+            return name
+        name = name[:cut]
 
 
 def open_compressed_copy(fingerprint: Fingerprint, paths: Iterable[str]) -> Instance | None:

@@ -18,16 +18,23 @@ What this module promises:
 - Only public keys found in `allow_dir` are accepted; each key's file name
   (`web-01.key`) is its name, handed back as the ZAP User-Id, so a receiver
   can bind the node a message claims to the key that authenticated it
-  (`node_of_key`). The allowlist is re-read on reload (`reload_allowlist`).
+  (`node_of_key`). The allowlist is re-read on reload (`reload_allowlist`);
+  a key removed from it stops being accepted for new connections, and
+  `node_of_key` stops vouching for messages already on open ones.
+- An unknown key is refused by leaving its ZAP request unanswered: the
+  handshake times out (HANDSHAKE_TIMEOUT_MS) and the client tries again, so a
+  key added later and reloaded gets in without restarting the client (libzmq
+  clients answered with an error never retry).
 - Refusals are logged with key and address, once per peer and interval, and
   handshake failures (plain-text clients, clients holding the wrong server
-  key) once per socket, reason and interval.
+  key) once per socket, reason and interval, never once per attempt.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import logging
 import os
 import queue
@@ -63,8 +70,13 @@ POLL_MS = 100
 # libzmq's ZMQ_PROTOCOL_ERROR_ZMTP_* values carried by HANDSHAKE_FAILED_PROTOCOL.
 _CRYPTOGRAPHIC = 0x11000001
 _MECHANISM_MISMATCH = 0x11000002
-# Held refusals time out as HANDSHAKE_FAILED_NO_DETAIL: the ZAP handler logs those itself.
-_HANDSHAKE_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_MONITOR_STOPPED
+_HANDSHAKE_EVENTS = (
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_MONITOR_STOPPED
+)
+# A refusal held by the ZAP handler ends in a handshake timeout: the handler logged it already.
+_TIMEOUT_ERRNOS = frozenset({errno.EAGAIN, errno.ETIMEDOUT})
 # How long a server waits for a client's handshake, a refused one's included: a refused
 # client retries after this (libzmq never retries one answered with an error), so a key
 # added to allow_dir and reloaded lets it in without a restart.
@@ -435,9 +447,8 @@ class RefusalLog:
     ) -> None:
         self.interval_s = interval_s
         self.max_peers = max_peers
-        self._peers: dict[
-            tuple[str, ...], list[float]
-        ] = {}  # peer -> [last logged at, quiet since]
+        # peer -> [when it was last logged, how many of its refusals went unlogged since]
+        self._peers: dict[tuple[str, ...], list[float]] = {}
 
     def should_log(self, peer: tuple[str, ...], now: float) -> int | None:
         """None to stay quiet, else how many refusals of this peer went unlogged before."""
@@ -657,6 +668,8 @@ class Authenticator(Worker):
             else str(event["endpoint"])
         )
         why = _handshake_reason(int(event["event"]), int(event["value"]))
+        if why is None:
+            return
         quiet = self._handshakes.should_log((where, why), time.monotonic())
         if quiet is not None:
             log.warning(
@@ -667,11 +680,15 @@ class Authenticator(Worker):
             )
 
 
-def _handshake_reason(event: int, value: int) -> str:
+def _handshake_reason(event: int, value: int) -> str | None:
+    """Why a handshake failed, from a monitor event; None when not worth a line."""
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
         if value == _MECHANISM_MISMATCH:
             return "the client does not use CURVE (plain text?)"
         if value == _CRYPTOGRAPHIC:
             return "CURVE handshake failed (the client has a wrong server key for this socket?)"
         return f"handshake protocol error 0x{value:08x}"
-    return "handshake failed"
+    if value in _TIMEOUT_ERRNOS:
+        return None
+    # A plain-text client often sees the mismatch first and hangs up: the server only sees that.
+    return "the client hung up during the handshake (plain text, or a wrong server key?)"

@@ -215,7 +215,8 @@ class Harness:
         import time
 
         records = self.manager.records()
-        self.saved = StoredState("i1", time.time(), tuple(records))
+        retired = tuple(self.manager.retired_heads)
+        self.saved = StoredState("i1", time.time(), tuple(records), retired)
         self.manager.saved(records)
 
     def kill_and_restart(self) -> None:
@@ -238,7 +239,9 @@ class Harness:
         numbers: list[int] = []
         for p in sorted(self.logs.iterdir()):
             data = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
-            numbers += [number_of(raw) for raw in data.splitlines(keepends=True) if raw.endswith(b"\n")]
+            numbers += [
+                number_of(raw) for raw in data.splitlines(keepends=True) if raw.endswith(b"\n")
+            ]
         return numbers
 
     def lost(self) -> int:

@@ -39,6 +39,7 @@ class FileLife(RuleBasedStateMachine):
         self.next_rotation = 0
         self.written: set[int] = set()
         self.touched: list[str] = []
+        self.renamed: set[str] = set()  # rotated by rename: the app may still write there
         self.killed = False
 
     @initialize(max_open=st.sampled_from([16, 1024]), close_idle=st.sampled_from([0.0, 300.0]))
@@ -79,9 +80,9 @@ class FileLife(RuleBasedStateMachine):
     @rule(data=st.data())
     def write_rotated(self, data: st.DataObject) -> None:
         """An app that has not reopened yet writes on into its renamed file."""
-        rotated = [n for n in self._files(plain_only=True) if n not in ("a.log", "b.log")]
-        if rotated:
-            self.write_to(data.draw(st.sampled_from(rotated)))
+        renamed = sorted(n for n in self.renamed if self._exists(n))
+        if renamed:
+            self.write_to(data.draw(st.sampled_from(renamed)))
 
     def write_to(self, name: str) -> None:
         self.harness.append(name, [self.next_line], WIDTH)
@@ -94,6 +95,7 @@ class FileLife(RuleBasedStateMachine):
         if self._exists(name):
             new = self._rotated_name(name)
             os.rename(self.harness.path(name), self.harness.path(new))
+            self.renamed.add(new)
             self._tell(name, new)
 
     @rule(name=NAMES)
@@ -119,7 +121,8 @@ class FileLife(RuleBasedStateMachine):
             self.next_line += count
             self.harness.append(name, numbers, WIDTH)
             self.written.update(numbers)
-            self._tell(name)
+            # One event, handled after both: the look sees the regrown file only.
+            self.harness.tell(name)
 
     @rule(data=st.data())
     def delete(self, data: st.DataObject) -> None:
@@ -136,7 +139,10 @@ class FileLife(RuleBasedStateMachine):
         if rotated:
             name = data.draw(st.sampled_from(rotated))
             plain = self.harness.path(name)
-            Path(f"{plain}.gz").write_bytes(gzip.compress(plain.read_bytes()))
+            packed = Path(f"{plain}.gz")
+            packed.write_bytes(gzip.compress(plain.read_bytes()))
+            times = plain.stat()
+            os.utime(packed, ns=(times.st_atime_ns, times.st_mtime_ns))  # as gzip does
             os.unlink(plain)
             self._tell(name, f"{name}.gz")
 
@@ -196,10 +202,12 @@ class FileLife(RuleBasedStateMachine):
         for view in h.sink.streams.values():
             assert view.lines == sorted(view.lines), "a stream's lines out of order"
         undelivered_bytes = WIDTH * len(self.written - set(delivered))
-        lost = h.lost() + h.sink.gone_bytes
-        assert lost <= undelivered_bytes, "more counted as lost than was missing"
-        if not self.killed:
-            assert lost == undelivered_bytes, "lines lost without being counted"
+        if self.killed:
+            # A loss the producer counted after its last save, a collector may count again.
+            assert h.lost() <= undelivered_bytes and h.sink.gone_bytes <= undelivered_bytes
+        else:
+            lost = h.lost() + h.sink.gone_bytes
+            assert lost == undelivered_bytes, "lines lost and counted differ"
 
     def pump_all(self) -> None:
         self.harness.pump(*sorted(set(self.touched)))

@@ -164,6 +164,8 @@ class SubscriberThread(Worker):
             self._router = router
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # A producer reconnecting under its id takes over from its half-open old connection.
+            router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             limit_incoming(router)
             if cfg.curve is not None:
                 from zaggd.security import apply_curve
@@ -235,6 +237,8 @@ class SubscriberThread(Worker):
             if isinstance(msg, wire.Hello):
                 if is_router:
                     self._hello(msg, routing_id)
+                else:
+                    self._drop("hello off the replay channel", msg.node)
                 continue
             if not self._handle(msg, from_replay):
                 return
@@ -258,12 +262,10 @@ class SubscriberThread(Worker):
         try:
             if isinstance(msg, wire.Data):
                 self._data(msg, from_replay)
-            elif isinstance(msg, wire.Heartbeat):
-                if not from_replay:
-                    self._heartbeat(msg)
-            elif isinstance(msg, wire.Gone):
-                if from_replay:
-                    self._gone(msg)
+            elif isinstance(msg, wire.Heartbeat) and not from_replay:
+                self._heartbeat(msg)
+            elif isinstance(msg, wire.Gone) and from_replay:
+                self._gone(msg)
             else:
                 self._drop("unexpected message kind", type(msg).__name__)
         except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,7 @@ class StoredState:
     instance: str
     saved_at: float  # wall-clock time of the last save
     records: tuple[StreamRecord, ...]
+    retired: tuple[Fingerprint, ...] = ()  # first bytes of recently retired streams
 
 
 class OffsetStore:
@@ -82,15 +84,23 @@ class OffsetStore:
             records = tuple(
                 StreamRecord.from_json(sid, raw) for sid, raw in state["streams"].items()
             )
-            return StoredState(str(state["instance"]), float(state["saved_at"]), records)
+            retired = tuple(Fingerprint.from_json(fp) for fp in state.get("retired", []))
+            return StoredState(str(state["instance"]), float(state["saved_at"]), records, retired)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ZaggdError(f"{self.path}: damaged offset store ({exc}); move it aside") from None
 
-    def save(self, instance: str, saved_at: float, records: list[StreamRecord]) -> None:
+    def save(
+        self,
+        instance: str,
+        saved_at: float,
+        records: list[StreamRecord],
+        retired: Iterable[Fingerprint] = (),
+    ) -> None:
         body = {
             "instance": instance,
             "saved_at": saved_at,
             "streams": {r.stream: r.to_json() for r in records},
+            "retired": [fp.to_json() for fp in retired],
         }
         write_state(self.path, KIND, VERSION, body)
 

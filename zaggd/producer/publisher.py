@@ -74,7 +74,7 @@ class PublisherThread(Worker):
         self.error: Exception | None = None
         self.streams: dict[str, wire.StreamInfo] = {}
         self._changed: set[str] = set()
-        self._round = 0
+        self._cursor = 0
         self._joined = False
         self._sock: zmq.Socket | None = None  # type: ignore[type-arg]
         self.bound: list[str] = []
@@ -212,18 +212,17 @@ class PublisherThread(Worker):
                 self._joined = True
 
     def _send_heartbeat(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
-        ids = list(self.streams)
-        per_round = math.ceil(len(ids) / HEARTBEAT_ROUNDS) if ids else 0
-        start = (self._round % HEARTBEAT_ROUNDS) * per_round
-        chosen = set(ids[start : start + per_round]) | self._changed
+        """Announce the changed streams and the next slice of all of them."""
+        chosen = dict.fromkeys(self._changed)
         self._changed = set()
-        self._round += 1
+        ids = list(self.streams)
+        if ids:
+            per_round = math.ceil(len(ids) / HEARTBEAT_ROUNDS)
+            self._cursor %= len(ids)
+            chosen.update(dict.fromkeys(ids[self._cursor : self._cursor + per_round]))
+            self._cursor += per_round
         infos = [self.streams[s] for s in chosen if s in self.streams]
-        pages = [
-            infos[i : i + MAX_STREAMS_PER_HEARTBEAT]
-            for i in range(0, len(infos), MAX_STREAMS_PER_HEARTBEAT)
-        ] or [[]]
-        for page in pages:
+        for page in _pages(infos):
             hb = wire.Heartbeat(self.node, self.instance, self.replay_endpoint, tuple(page))
             self._send(sock, wire.encode_heartbeat(hb))
             self.counters.add("heartbeats_out")
@@ -231,3 +230,18 @@ class PublisherThread(Worker):
     def announce_all(self) -> None:
         """Mark every stream changed so the next heartbeat carries all of them."""
         self._changed = set(self.streams)
+
+
+def _pages(infos: list[wire.StreamInfo]) -> list[list[wire.StreamInfo]]:
+    """Split stream entries so that each heartbeat body stays under the protocol's limit."""
+    budget = wire.MAX_HEARTBEAT_BYTES // 2
+    pages: list[list[wire.StreamInfo]] = [[]]
+    used = 0
+    for info in infos:
+        size = 64 + len(info.topic) + len(info.source) + 6 * len(info.path)  # JSON worst case
+        if pages[-1] and (used + size > budget or len(pages[-1]) >= MAX_STREAMS_PER_HEARTBEAT):
+            pages.append([])
+            used = 0
+        pages[-1].append(info)
+        used += size
+    return pages

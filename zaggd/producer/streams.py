@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from zaggd.config import LongLinePolicy, ProducerConfig, Source, StartAt
 from zaggd.identity import (
     COMPRESSED_SUFFIXES,
+    FINGERPRINT_BYTES,
     FileId,
     Fingerprint,
     can_decompress,
@@ -47,10 +48,10 @@ from zaggd.identity import (
     decompress_to_fd,
     file_id_of_fd,
     fingerprint_of,
-    has_prefix,
     is_compressed,
     open_compressed_copy,
     path_has_prefix,
+    rotation_root,
 )
 from zaggd.metrics import Counters
 from zaggd.producer.discovery import scan, source_of
@@ -66,6 +67,7 @@ START_AT_END_LOOKBACK = 65536
 # How long a finished stream stays in heartbeats, so a collector still learns its end.
 RETIRE_AFTER_S = 30.0
 RETIRE_AFTER_HEARTBEATS = 30
+RETIRED_HEADS = 4096
 MTIME_SLACK_S = 0.1  # file times come from a coarse clock, a tick behind time.time()
 
 Inode = tuple[int, int]
@@ -142,8 +144,11 @@ class StreamManager:
         self.ready: set[str] = set()  # streams that may have bytes to read
         self.opened: OrderedDict[str, None] = OrderedDict()  # open handles, least recent first
         self.retiring: deque[tuple[float, str]] = deque()  # finished streams, by deadline
-        # New streams the offset store does not hold yet. None is read before it does:
-        # after a kill, a stream found again must keep its id, or its lines would double.
+        # First bytes of retired streams: a copy of one found later is not new content.
+        self.retired_heads: deque[Fingerprint] = deque(maxlen=RETIRED_HEADS)
+        # Streams the offset store does not hold yet, or holds with a shorter fingerprint.
+        # None is read until it does: after a kill, a stream must be found again under
+        # its id (or its lines would double), and told from new content at its inode.
         self.unsaved: set[str] = set()
         self.first_start = True
         self.dirty = False
@@ -156,6 +161,7 @@ class StreamManager:
     def restore(self, stored: StoredState) -> None:
         """Find every stored stream again, by identity, and resume it."""
         self.first_start = False
+        self.retired_heads.extend(stored.retired)
         sources = {s.name: s for s in self.config.sources}
         listings = _Listings()
         missing: list[tuple[StreamRecord, Source]] = []
@@ -165,43 +171,58 @@ class StreamManager:
                 log.info("stream %s of removed source %s dropped", record.stream, record.source)
             elif record.finished:
                 self._resume_finished(record, source)
-            elif self._is_instance(record.path, record.file_id):
-                self._resume(record, source, record.path, record.file_id)
+            elif self._is_instance(record.path, record):
+                self._resume(record, source, record.path, record.file_id, stored.saved_at)
             else:
                 missing.append((record, source))
         # Renames first, so that a copy is never taken for a file found by inode.
-        missing = [(r, s) for r, s in missing if not self._resume_renamed(r, s, listings)]
-        missing = [(r, s) for r, s in missing if not self._resume_copied(r, s, listings)]
+        missing = [
+            (r, s) for r, s in missing if not self._resume_renamed(r, s, listings, stored.saved_at)
+        ]
+        missing = [
+            (r, s) for r, s in missing if not self._resume_copied(r, s, listings, stored.saved_at)
+        ]
         for record, source in missing:
             if not self._resume_compressed(record, source, listings):
                 self._note_gone_while_stopped(record, source)
-        self._read_rotated_unknown(stored.saved_at, listings)
+        self._read_rotated_unknown(stored, listings, scan(self.config.sources))
         self.dirty = True
 
-    def _is_instance(self, path: str, file_id: FileId) -> bool:
+    def _is_instance(self, path: str, record: StreamRecord) -> bool:
+        """The stored file instance, unclaimed, at `path`, and not cut back since."""
         st = _stat(path)
         return (
             st is not None
-            and file_id.is_same_inode(st)
+            and record.file_id.is_same_inode(st)
             and (st.st_dev, st.st_ino) not in self.by_inode
-            and path_has_prefix(path, file_id.fingerprint)
+            and st.st_size >= max(record.offset, record.last_size)
+            and path_has_prefix(path, record.file_id.fingerprint)
         )
 
-    def _resume_renamed(self, record: StreamRecord, source: Source, listings: _Listings) -> bool:
+    def _resume_renamed(
+        self, record: StreamRecord, source: Source, listings: _Listings, saved_at: float
+    ) -> bool:
         for path in listings.siblings(record.path):
-            if not is_compressed(path) and self._is_instance(path, record.file_id):
-                self._resume(record, source, path, record.file_id)
+            if not is_compressed(path) and self._is_instance(path, record):
+                self._resume(record, source, path, record.file_id, saved_at)
                 return True
         return False
 
-    def _resume_copied(self, record: StreamRecord, source: Source, listings: _Listings) -> bool:
+    def _resume_copied(
+        self, record: StreamRecord, source: Source, listings: _Listings, saved_at: float
+    ) -> bool:
         """copytruncate while stopped: a copy under a new inode starts with the stream's bytes."""
-        copy = self._find_copy(record.path, record.file_id, listings.siblings(record.path))
+        siblings = listings.siblings(record.path)
+        copy = self._find_copy(
+            record.path, record.file_id.fingerprint, None, siblings, saved_at - 1.0
+        )
         if copy is None:
             return False
         path, file_id, size = copy
-        log.info("stream copied while stopped: %s -> %s (stream %s)", record.path, path, record.stream)
-        tailer = self._resume(record, source, path, file_id, renamed=False)
+        log.info(
+            "stream copied while stopped: %s -> %s (stream %s)", record.path, path, record.stream
+        )
+        tailer = self._resume(record, source, path, file_id, saved_at, renamed=False)
         if size < record.offset:
             self._finish(tailer, "its copy holds nothing more to read")
         return True
@@ -214,6 +235,7 @@ class StreamManager:
         if found is None:
             return False
         tailer = self._make_tailer(record.stream, source, found.path, found.file_id, record.offset)
+        tailer.saved_fingerprint_size = record.file_id.fingerprint.size
         tailer.topic = record.topic.encode("utf-8")
         tailer.rotated = tailer.decompressed = True
         tailer.last_size = record.last_size
@@ -228,21 +250,37 @@ class StreamManager:
         return True
 
     def _resume(
-        self, record: StreamRecord, source: Source, path: str, file_id: FileId, renamed: bool = True
+        self,
+        record: StreamRecord,
+        source: Source,
+        path: str,
+        file_id: FileId,
+        saved_at: float,
+        renamed: bool = True,
     ) -> Tailer:
         tailer = self._make_tailer(record.stream, source, path, file_id, record.offset)
+        tailer.saved_fingerprint_size = record.file_id.fingerprint.size
+        tailer.intact_at = saved_at  # the last time its content was known
         tailer.topic = record.topic.encode("utf-8")
         tailer.last_size = record.last_size
         tailer.rotated = record.rotated or path != record.path
         if not tailer.rotated and self.live.get(path) is not None:
             tailer.rotated = True  # two records claimed one path; the first keeps it
         if path != record.path and renamed:
-            log.info("stream renamed while stopped: %s -> %s (stream %s)", record.path, path, record.stream)
+            log.info(
+                "stream renamed while stopped: %s -> %s (stream %s)",
+                record.path,
+                path,
+                record.stream,
+            )
         self._adopt(tailer)
         return tailer
 
     def _resume_finished(self, record: StreamRecord, source: Source) -> None:
-        tailer = self._make_tailer(record.stream, source, record.path, record.file_id, record.offset)
+        tailer = self._make_tailer(
+            record.stream, source, record.path, record.file_id, record.offset
+        )
+        tailer.saved_fingerprint_size = record.file_id.fingerprint.size
         tailer.topic = record.topic.encode("utf-8")
         tailer.rotated = tailer.finished = True
         tailer.last_size = record.last_size
@@ -267,25 +305,42 @@ class StreamManager:
         )
         self._resume_finished(replace(record, offset=end), source)
 
-    def _read_rotated_unknown(self, saved_at: float, listings: _Listings) -> None:
-        """Read rotated siblings of watched files that appeared while we were stopped."""
-        known = _KnownHeads(t.file_id.fingerprint for t in self.tailers.values())
-        seen: set[str] = set()
-        for live_path, (source, _) in scan(self.config.sources).items():
-            base = os.path.basename(live_path)
-            for sibling in listings.siblings(live_path):
-                if sibling in seen or not _is_rotated_name(base, os.path.basename(sibling)):
+    def _read_rotated_unknown(
+        self, stored: StoredState, listings: _Listings, watched: Iterable[str]
+    ) -> None:
+        """Read rotated copies of watched files that appeared while we were stopped.
+
+        In the folders of watched files (now or when stopped), a file that is
+        not itself watched but whose rotation root is (`app.log.1` of
+        `app.log`), written since the last save, untracked and starting like
+        no known stream, holds lines never read.
+        """
+        known = self._known_heads()
+        folders = {os.path.dirname(p) for p in watched}
+        folders |= {os.path.dirname(r.path) for r in stored.records}
+        for folder in sorted(folders):
+            for name in listings.names(folder):
+                path = os.path.join(folder, name)
+                root = rotation_root(name)
+                if root == name or source_of(path, self.config.sources) is not None:
                     continue
-                seen.add(sibling)
-                st = _stat(sibling)
-                if st is None or not stat.S_ISREG(st.st_mode) or st.st_mtime < saved_at - 1.0:
+                source = source_of(os.path.join(folder, root), self.config.sources)
+                st = _stat(path)
+                if source is None or st is None or not stat.S_ISREG(st.st_mode):
                     continue
-                if (st.st_dev, st.st_ino) in self.by_inode:
+                if st.st_mtime < stored.saved_at - 1.0 or (st.st_dev, st.st_ino) in self.by_inode:
                     continue
-                if is_compressed(sibling):
-                    self._read_unknown_compressed(sibling, source, known)
+                if is_compressed(path):
+                    self._read_unknown_compressed(path, source, known)
                 else:
-                    self._read_unknown_plain(sibling, source, known)
+                    self._read_unknown_plain(path, source, known)
+
+    def _known_heads(self) -> _KnownHeads:
+        tailers = self.tailers.values()
+        return _KnownHeads(
+            [*(t.file_id.fingerprint for t in tailers), *self.retired_heads],
+            [t.head for t in tailers if t.head is not None],
+        )
 
     def _read_unknown_plain(self, path: str, source: Source, known: _KnownHeads) -> None:
         fd = _open_regular(path)
@@ -298,7 +353,7 @@ class StreamManager:
         log.info("reading a rotated file never seen before: %s", path)
         tailer = self._make_tailer(new_id(), source, path, fid, 0)
         tailer.rotated = True
-        self._adopt(tailer, fd, new=True)
+        self._adopt(tailer, fd)
         self.counters.add("streams_opened")
 
     def _read_unknown_compressed(self, path: str, source: Source, known: _KnownHeads) -> None:
@@ -316,7 +371,7 @@ class StreamManager:
         log.info("reading compressed rotated file that appeared while stopped: %s", path)
         tailer = self._make_tailer(new_id(), source, path, fid, 0)
         tailer.rotated = tailer.decompressed = True
-        self._adopt(tailer, fd, new=True)
+        self._adopt(tailer, fd)
         self.counters.add("streams_opened")
 
     # -- discovery -----------------------------------------------------------
@@ -350,29 +405,35 @@ class StreamManager:
         if sid is not None:
             tailer = self.tailers[sid]
             if st is not None and tailer.file_id.is_same_inode(st):
-                self._note_size(tailer, st.st_size)
-                self.ready.add(sid)  # the common case: a live file grew
+                self._look(tailer, st.st_size)  # the common case: a live file grew
                 return
             self._relocate(tailer)
         sid = self.at_path.get(path)
         if sid is not None:
             tailer = self.tailers[sid]
             if st is not None and tailer.file_id.is_same_inode(st):
-                self._note_size(tailer, st.st_size)
-                self.ready.add(sid)
+                self._look(tailer, st.st_size)
             else:
                 self._relocate(tailer)
         if st is None or not stat.S_ISREG(st.st_mode):
             return
         known = self.by_inode.get((st.st_dev, st.st_ino))
         if known is not None and self._is_inode_reused(self.tailers[known], path):
-            self._finish(self.tailers[known], "its file is gone; the inode holds another file now")
+            tailer = self.tailers[known]
+            if rotation_root(os.path.basename(path)) == rotation_root(
+                os.path.basename(tailer.path)
+            ):
+                # Its own rotation, rewritten (or a reuse we cannot tell from one).
+                self._relocate(tailer, path)
+                self._recover_truncation(tailer)
+                return
+            self._finish(tailer, "its file is gone; the inode holds another file now")
             known = None
         if known is not None:
             tailer = self.tailers[known]
             if tailer.path != path and not _names_inode(tailer.path, st):
                 self._relocate(tailer, path)  # renamed: this is its new name
-            self.ready.add(known)
+            self._look(tailer, st.st_size)
             return
         source = source_of(path, self.config.sources)
         if source is not None:
@@ -390,15 +451,24 @@ class StreamManager:
             and (is_compressed(path) or not path_has_prefix(path, tailer.file_id.fingerprint))
         )
 
-    def _note_size(self, tailer: Tailer, size: int) -> None:
-        """Remember how far a file grew, to count what a truncation before the read loses."""
-        if size <= tailer.last_size:
-            return
+    def _look(self, tailer: Tailer, size: int) -> None:
+        """An event at the stream's file: see it intact (noting its size), or cut back.
+
+        Each look counts: content that is replaced before the next read is then
+        either read by a new stream or counted as lost, never silently skipped.
+        """
         if tailer.fd is None and not self._reopen(tailer):
-            return  # changed under its closed handle: the read finds out how
-        with contextlib.suppress(OSError):
-            if tailer.fd is not None and has_prefix(tailer.fd, tailer.file_id.fingerprint):
-                tailer.last_size = size
+            self._lost_sight(tailer)  # changed while its handle was closed
+            return
+        if tailer.fd is not None:
+            try:
+                if tailer.is_truncated():
+                    self._recover_truncation(tailer)
+                    return
+                tailer.grow_fingerprint()  # so that the next look tells this content apart
+            except OSError:
+                pass
+        self.ready.add(tailer.stream)
 
     def _look_at(self, path: str, source: Source, st: os.stat_result) -> None:
         sid = self.live.get(path)
@@ -417,9 +487,14 @@ class StreamManager:
 
     def _open_new(self, path: str, source: Source) -> None:
         fd = _open_regular(path)
-        if fd is None:
-            return
-        fid = file_id_of_fd(fd)
+        if fd is not None:
+            self._open_fd(path, source, fd)
+
+    def _open_fd(self, path: str, source: Source, fd: int) -> None:
+        """A new stream for the file open at `fd`, last seen at `path`."""
+        head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        st = os.fstat(fd)
+        fid = FileId(st.st_dev, st.st_ino, fingerprint_of(head))
         if (fid.device, fid.inode) in self.by_inode:
             os.close(fd)
             return
@@ -427,8 +502,11 @@ class StreamManager:
         if self.first_start and source.start_at is StartAt.END:
             offset = _line_start_before_end(fd)
         tailer = self._make_tailer(new_id(), source, path, fid, offset)
-        tailer.last_size = max(offset, os.fstat(fd).st_size)
-        self._adopt(tailer, fd, new=True)
+        tailer.last_size = max(offset, st.st_size)
+        tailer.head = head if len(head) < FINGERPRINT_BYTES else None
+        now_there = _stat(path)
+        tailer.rotated = now_there is None or not fid.is_same_inode(now_there)  # deleted since
+        self._adopt(tailer, fd)
         self.counters.add("streams_opened")
         log.info(
             "stream opened: %s from offset %d (stream %s, topic %s)",
@@ -451,10 +529,10 @@ class StreamManager:
             last_size=offset,
         )
 
-    def _adopt(self, tailer: Tailer, fd: int | None = None, new: bool = False) -> None:
-        """Take a stream in; a `new` one is read only once the offset store has it."""
+    def _adopt(self, tailer: Tailer, fd: int | None = None) -> None:
+        """Take a stream in; it is read once the offset store has it (see read_round)."""
         sid = tailer.stream
-        if new:
+        if tailer.file_id.fingerprint.size > tailer.saved_fingerprint_size:
             self.unsaved.add(sid)
         self.tailers[sid] = tailer
         self.by_inode[(tailer.file_id.device, tailer.file_id.inode)] = sid
@@ -515,8 +593,10 @@ class StreamManager:
                 del self.at_path[old_path]
             log.info("stream deleted or moved away: %s (stream %s)", old_path, tailer.stream)
             self.ready.add(tailer.stream)
-        elif self._owns_inode(tailer) and not self._follow_compressed(tailer):
-            self._finish(tailer, "deleted while its handle was closed")
+        elif self._owns_inode(tailer):
+            self._forget(tailer)
+            if not self._continue_in_copy(tailer, old_path, tailer.intact_at - MTIME_SLACK_S):
+                self._finish(tailer, "deleted while its handle was closed")
 
     def _owns_inode(self, tailer: Tailer) -> bool:
         return self.by_inode.get((tailer.file_id.device, tailer.file_id.inode)) == tailer.stream
@@ -548,14 +628,21 @@ class StreamManager:
         return True
 
     def _find_renamed(self, tailer: Tailer) -> str | None:
+        root = rotation_root(os.path.basename(tailer.path))
         for path in _siblings(tailer.path):
             if is_compressed(path):
                 continue  # compressing writes a new file: never our inode renamed
             st = _stat(path)
             if st is None or not tailer.file_id.is_same_inode(st):
                 continue
-            # A closed handle does not hold the inode: it may be another file's now.
-            if tailer.fd is not None or path_has_prefix(path, tailer.file_id.fingerprint):
+            # A closed handle does not hold the inode: it may be another file's now,
+            # unless it has our first bytes or is a rotation of our name (then a cut
+            # back is found when it is read).
+            if (
+                tailer.fd is not None
+                or path_has_prefix(path, tailer.file_id.fingerprint)
+                or rotation_root(os.path.basename(path)) == root
+            ):
                 return path
         return None
 
@@ -618,6 +705,10 @@ class StreamManager:
                 if tailer.is_truncated():
                     self._recover_truncation(tailer)
                     continue
+                tailer.grow_fingerprint()
+                if tailer.file_id.fingerprint.size > tailer.saved_fingerprint_size:
+                    self.unsaved.add(sid)
+                    continue
                 block = tailer.read_block(max_bytes)
             except OSError as exc:
                 log.warning("cannot read %s: %s (stream %s)", tailer.path, exc.strerror, sid)
@@ -643,7 +734,9 @@ class StreamManager:
             if not path_has_prefix(tailer.path, tailer.file_id.fingerprint):
                 self._recover_truncation(tailer)  # truncated while closed, or inode reused
             elif st.st_size > tailer.offset:
-                log.warning("cannot reopen %s (stream %s); retried later", tailer.path, tailer.stream)
+                log.warning(
+                    "cannot reopen %s (stream %s); retried later", tailer.path, tailer.stream
+                )
             return
         self._relocate(tailer)
 
@@ -669,17 +762,34 @@ class StreamManager:
         """copytruncate: finish the old stream from the rotated copy; the path starts anew."""
         self.counters.add("streams_truncated")
         path = tailer.path
-        copy = self._find_copy(path, tailer.file_id, _siblings(path))
+        since = tailer.intact_at - MTIME_SLACK_S
+        # The new content is read through our handle: it reaches it even if deleted since.
+        fd = os.dup(tailer.fd) if tailer.fd is not None else None
         self._close(tailer)
         self._forget(tailer)
-        if copy is None:
+        if not self._continue_in_copy(tailer, path, since):
             self._finish(tailer, "truncated before it was read, and no copy of it was found")
-        else:
-            self._take_copy(tailer, *copy)
-        source = source_of(path, self.config.sources)
+        # The file we followed has new content: a new stream, wherever it is named now.
+        source = self._source(tailer.source)
         if source is not None:
-            self._read_unseen_copies(path, source, tailer.intact_at - MTIME_SLACK_S)
-            self._open_new(path, source)
+            self._read_unseen_copies(path, source, since)
+            fd = fd if fd is not None else _open_regular(path)
+        if fd is not None and source is not None:
+            self._open_fd(path, source, fd)
+        elif fd is not None:
+            os.close(fd)
+
+    def _source(self, name: str) -> Source | None:
+        return next((s for s in self.config.sources if s.name == name), None)
+
+    def _continue_in_copy(self, tailer: Tailer, path: str, since: float) -> bool:
+        """The stream's bytes live on in a copy (copytruncate), maybe compressed since."""
+        fp = tailer.file_id.fingerprint
+        copy = self._find_copy(path, fp, tailer.head, _siblings(path), since)
+        if copy is not None:
+            self._take_copy(tailer, *copy)
+            return True
+        return self._follow_compressed(tailer)
 
     def _read_unseen_copies(self, path: str, source: Source, since: float) -> None:
         """Rotated copies of content that lived at `path` between two looks.
@@ -691,18 +801,19 @@ class StreamManager:
         known: _KnownHeads | None = None
         base = os.path.basename(path)
         for sibling in _siblings(path):
-            if not _is_rotated_name(base, os.path.basename(sibling)) or is_compressed(sibling):
+            name = os.path.basename(sibling)
+            if name == base or rotation_root(name) != base or is_compressed(sibling):
                 continue
             st = _stat(sibling)
             if st is None or st.st_mtime < since or (st.st_dev, st.st_ino) in self.by_inode:
                 continue
             if known is None:
-                known = _KnownHeads(t.file_id.fingerprint for t in self.tailers.values())
+                known = self._known_heads()
             self._read_unknown_plain(sibling, source, known)
 
     def _take_copy(self, tailer: Tailer, copy_path: str, copy_id: FileId, copy_size: int) -> None:
         log.info(
-            "stream truncated: %s; reading its rest from the copy %s (stream %s)",
+            "stream truncated or gone: %s; reading its rest from the copy %s (stream %s)",
             tailer.path,
             copy_path,
             tailer.stream,
@@ -715,6 +826,8 @@ class StreamManager:
                 tailer.stream, tailer.path, lost_from, tailer.last_size, "written after the copy"
             )
         tailer.file_id = copy_id
+        tailer.head = None
+        tailer.saved_fingerprint_size = -1  # the store must learn its new identity
         tailer.rotated = True
         tailer.replaced = False
         tailer.stalled_size = -1
@@ -727,25 +840,43 @@ class StreamManager:
             self.ready.add(tailer.stream)
 
     def _find_copy(
-        self, path: str, file_id: FileId, siblings: Iterable[str]
+        self,
+        path: str,
+        fingerprint: Fingerprint,
+        head: bytes | None,
+        siblings: Iterable[str],
+        since: float,
     ) -> tuple[str, FileId, int] | None:
-        """The newest untracked file beside `path` that starts with the same bytes."""
-        fp = file_id.fingerprint
-        if fp.size == 0:
-            return None
+        """The newest untracked file beside `path` that starts with the same bytes.
+
+        A full fingerprint is convincing anywhere in the folder. A short one
+        (many files may start alike) only for a file of the same rotation root
+        (`app.log`, `app.log.1`, `app.log-20261127`), made or written since
+        `since`, when the content was last seen intact. `head`, the first bytes
+        of a short file when known, also matches a copy taken while it was
+        shorter still.
+        """
+        short = fingerprint.size < FINGERPRINT_BYTES
+        root = rotation_root(os.path.basename(path))
         best: tuple[float, str, FileId, int] | None = None
         for candidate in siblings:
             if candidate == path or is_compressed(candidate):
                 continue
+            if short and rotation_root(os.path.basename(candidate)) != root:
+                continue
             st = _stat(candidate)
-            if st is None or not stat.S_ISREG(st.st_mode) or file_id.is_same_inode(st):
+            if (
+                st is None
+                or not stat.S_ISREG(st.st_mode)
+                or (st.st_dev, st.st_ino) in self.by_inode
+            ):
                 continue
-            if (st.st_dev, st.st_ino) in self.by_inode:
+            if (short and st.st_mtime < since) or (best is not None and st.st_mtime <= best[0]):
                 continue
-            if best is not None and st.st_mtime <= best[0]:
-                continue
-            if path_has_prefix(candidate, fp):
-                best = (st.st_mtime, candidate, file_id.with_inode(st), st.st_size)
+            copy_head = _head_of(candidate)
+            if copy_head is not None and _starts_alike(copy_head, fingerprint, head):
+                copy_id = FileId(st.st_dev, st.st_ino, fingerprint_of(copy_head))
+                best = (st.st_mtime, candidate, copy_id, st.st_size)
         return None if best is None else best[1:]
 
     def _lose(self, tailer: Tailer, start: int, end: int, why: str) -> None:
@@ -784,7 +915,12 @@ class StreamManager:
         if end > tailer.offset:
             self._lose(tailer, tailer.offset, end, why)
         else:
-            log.info("stream finished, read to its end: %s (stream %s): %s", tailer.path, tailer.stream, why)
+            log.info(
+                "stream finished, read to its end: %s (stream %s): %s",
+                tailer.path,
+                tailer.stream,
+                why,
+            )
         self._close(tailer)
         self._forget(tailer)
         self.ready.discard(tailer.stream)
@@ -823,6 +959,8 @@ class StreamManager:
                 self._retire(done)
 
     def _retire(self, tailer: Tailer) -> None:
+        if tailer.file_id.fingerprint.size:
+            self.retired_heads.append(tailer.file_id.fingerprint)
         self._close(tailer)
         self._forget(tailer)
         self.tailers.pop(tailer.stream, None)
@@ -837,12 +975,18 @@ class StreamManager:
         self.config = config
         for tailer in list(self.tailers.values()):
             if tailer.source not in names:
-                log.info("source removed, stream closed: %s (stream %s)", tailer.path, tailer.stream)
+                log.info(
+                    "source removed, stream closed: %s (stream %s)", tailer.path, tailer.stream
+                )
                 self._retire(tailer)
 
     def saved(self, records: list[StreamRecord]) -> None:
-        """The offset store now holds `records`: their new streams may be read."""
-        self.unsaved.difference_update(r.stream for r in records)
+        """The offset store now holds `records`: their streams may be read on."""
+        for record in records:
+            tailer = self.tailers.get(record.stream)
+            if tailer is not None:
+                tailer.saved_fingerprint_size = record.file_id.fingerprint.size
+            self.unsaved.discard(record.stream)
 
     def records(self) -> list[StreamRecord]:
         return [
@@ -882,8 +1026,7 @@ class _Listings:
     def __init__(self) -> None:
         self._names: dict[str, list[str]] = {}
 
-    def siblings(self, path: str) -> list[str]:
-        folder = os.path.dirname(path)
+    def names(self, folder: str) -> list[str]:
         names = self._names.get(folder)
         if names is None:
             try:
@@ -891,31 +1034,55 @@ class _Listings:
             except OSError:
                 names = []
             self._names[folder] = names
-        return [p for p in (os.path.join(folder, n) for n in names) if p != path]
+        return names
+
+    def siblings(self, path: str) -> list[str]:
+        folder = os.path.dirname(path)
+        return [p for p in (os.path.join(folder, n) for n in self.names(folder)) if p != path]
 
 
 class _KnownHeads:
-    """Fingerprints of known streams, to tell a copy of one from a file never seen."""
+    """First bytes of known streams, to tell a copy of one from a file never seen."""
 
-    def __init__(self, fingerprints: Iterable[Fingerprint]) -> None:
+    def __init__(self, fingerprints: Iterable[Fingerprint], heads: Iterable[bytes]) -> None:
         self._by_size: dict[int, set[str]] = {}
         for fp in fingerprints:
             if fp.size:
                 self._by_size.setdefault(fp.size, set()).add(fp.digest)
+        self._heads = [h for h in heads if h]
 
     def has(self, head: bytes) -> bool:
-        return any(
+        if any(
             len(head) >= size and fingerprint_of(head[:size]).digest in digests
             for size, digests in self._by_size.items()
-        )
+        ):
+            return True
+        # A short file copied before or after it grew: one head is a prefix of the other.
+        return bool(head) and any(_shares_prefix(head, h) for h in self._heads)
 
 
-def _is_rotated_name(base: str, name: str) -> bool:
-    """`app.log.1`, `app.log-20261127`, `app.log.2.gz`: a rotated copy of `app.log`."""
-    if not name.startswith(base) or len(name) <= len(base):
-        return False
-    rest = name[len(base) :]
-    return rest[0] in ".-_" and any(c.isdigit() for c in rest)
+def _shares_prefix(a: bytes, b: bytes) -> bool:
+    n = min(len(a), len(b))
+    return n > 0 and a[:n] == b[:n]
+
+
+def _starts_alike(head: bytes, fingerprint: Fingerprint, known_head: bytes | None) -> bool:
+    """Whether a file starting with `head` may be a copy of a stream, at any length."""
+    if known_head == b"":
+        return True  # nothing known of the stream's bytes: its rotation root must decide
+    if known_head is not None:
+        return _shares_prefix(head, known_head)
+    return fingerprint.matches(head)
+
+
+def _head_of(path: str) -> bytes | None:
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    try:
+        return os.pread(fd, FINGERPRINT_BYTES, 0)
+    finally:
+        os.close(fd)
 
 
 def _is_deleted(tailer: Tailer) -> bool:

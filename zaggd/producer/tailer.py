@@ -154,7 +154,9 @@ class Tailer:
     finished: bool = False  # read to its end and gone; kept only to announce its end
     discarding: bool = False  # inside a long line whose rest is dropped
     replaced: bool = False  # the first bytes changed under a read: truncated and regrown
-    last_size: int = 0  # the largest size the file was seen at
+    last_size: int = 0  # the largest size the file was seen at, with our first bytes
+    saved_fingerprint_size: int = -1  # in the offset store; -1: not in it yet
+    head: bytes | None = None  # a short file's fingerprinted bytes, when known
     stalled_size: int = -1  # the size at which only a partial line was left to read
     intact_at: float = field(default_factory=time.time)  # wall time it was last seen unchanged
     last_active: float = field(default_factory=time.monotonic)
@@ -199,13 +201,36 @@ class Tailer:
         """Whether the file was cut back (copytruncate), even if it regrew past our offset."""
         assert self.fd is not None
         size = self.size()
-        # A regrown file has our offset again but other first bytes.
-        if self.replaced or size < self.offset or not has_prefix(self.fd, self.file_id.fingerprint):
+        # Shorter than our own content was, or other first bytes: a regrown file.
+        if (
+            self.replaced
+            or size < max(self.offset, self.last_size)
+            or not has_prefix(self.fd, self.file_id.fingerprint)
+        ):
             return True
         # Only sizes of our own content count: they bound what a truncation loses.
-        self.last_size = max(self.last_size, size)
+        self.last_size = size
         self.intact_at = time.time()
         return False
+
+    def grow_fingerprint(self) -> bool:
+        """Extend a short file's fingerprint over the bytes added since; True if it grew.
+
+        A short fingerprint is all that tells this content from a later one at
+        the same inode, so it covers every byte a block is read from.
+        """
+        assert self.fd is not None
+        fp = self.file_id.fingerprint
+        if fp.size >= FINGERPRINT_BYTES:
+            return False
+        head = os.pread(self.fd, FINGERPRINT_BYTES, 0)
+        if not fp.matches(head):
+            return False
+        self.head = head if len(head) < FINGERPRINT_BYTES else None
+        if len(head) == fp.size:
+            return False
+        self.file_id = FileId(self.file_id.device, self.file_id.inode, fingerprint_of(head))
+        return True
 
     def is_deleted(self) -> bool:
         assert self.fd is not None
@@ -221,10 +246,19 @@ class Tailer:
     def read_block(self, max_bytes: int) -> Block | None:
         """The next block from the offset, or None when no complete line is there yet.
 
-        None with `replaced` set: the file's first bytes changed during the read,
-        so what was read may be another content's bytes and is not used.
+        A file shorter than FINGERPRINT_BYTES is read only as far as its
+        fingerprint reaches (see grow_fingerprint). None with `replaced` set:
+        the first bytes changed during the read, so what was read may be
+        another content's bytes and is not used.
         """
         assert self.fd is not None
+        fp = self.file_id.fingerprint
+        capped = fp.size < FINGERPRINT_BYTES
+        if capped:
+            max_bytes = min(max_bytes, fp.size - self.offset)
+            if max_bytes <= 0:
+                self.stalled_size = self.offset
+                return None
         data, consumed, payload, lines = read_and_cut(
             self.fd,
             self.offset,
@@ -235,19 +269,10 @@ class Tailer:
             self.counts,
         )
         if consumed == 0:
-            self.stalled_size = self.offset + len(data) if len(data) < max_bytes else -1
+            self.stalled_size = self.offset + len(data) if capped or len(data) < max_bytes else -1
             return None
         # Checked after the read: a truncation racing it must not pass off new bytes as ours.
-        fp = self.file_id.fingerprint
-        if fp.size < FINGERPRINT_BYTES:
-            head = os.pread(self.fd, FINGERPRINT_BYTES, 0)
-            if not fp.matches(head):
-                self.replaced = True
-                return None
-            if len(head) > fp.size:
-                # A short file's fingerprint grows with it, up to FINGERPRINT_BYTES.
-                self.file_id = FileId(self.file_id.device, self.file_id.inode, fingerprint_of(head))
-        elif not has_prefix(self.fd, fp):
+        if not has_prefix(self.fd, fp):
             self.replaced = True
             return None
         self.stalled_size = -1

@@ -99,7 +99,10 @@ class TailerThread(Worker):
             for path in self._take_paths(0.0 if manager.ready else 0.1):
                 manager.on_path(path)
             now = time.monotonic()
-            if self.discovery.take_rescan_request() or now - last_rescan >= self.config.rescan_interval_s:
+            if (
+                self.discovery.take_rescan_request()
+                or now - last_rescan >= self.config.rescan_interval_s
+            ):
                 self.discovery.update_watches(self.config.sources)
                 manager.rescan()
                 last_rescan = now
@@ -118,7 +121,11 @@ class TailerThread(Worker):
     def _take_paths(self, timeout_s: float) -> set[str]:
         paths: set[str] = set()
         try:
-            paths.add(self.discovery.paths.get(timeout=timeout_s) if timeout_s else self.discovery.paths.get_nowait())
+            paths.add(
+                self.discovery.paths.get(timeout=timeout_s)
+                if timeout_s
+                else self.discovery.paths.get_nowait()
+            )
         except queue.Empty:
             return paths
         while len(paths) < 10000:
@@ -139,7 +146,7 @@ class TailerThread(Worker):
     def save_state(self) -> None:
         try:
             records = self.manager.records()
-            self.store.save(self.instance, time.time(), records)
+            self.store.save(self.instance, time.time(), records, self.manager.retired_heads)
             self.manager.saved(records)
             self.manager.dirty = False
         except OSError as exc:
