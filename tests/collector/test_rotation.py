@@ -423,7 +423,10 @@ def arm_kill(h: OutputHarness, on_call: int, before_save: bool) -> None:
 def finish_and_check(h: OutputHarness, lines: list[bytes], now: float) -> None:
     write_from(h, lines, now)
     h.save()
-    seal_all(h)
+    if h.rotation.workers()[0].is_alive():
+        wait_until(lambda: h.rotation.pending() == 0, timeout_s=10)
+    else:
+        seal_all(h)
     assert rotated_output(h.folder / "out" / "t") == {"n1.log": b"".join(lines)}
 
 

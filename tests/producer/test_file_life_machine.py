@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from tests.producer.harness import Harness
 
@@ -177,9 +177,10 @@ class FileLife(RuleBasedStateMachine):
         self.harness.sink.release()
         self.harness.sink.hold = hold
 
-    @precondition(lambda self: self.harness.saved is not None)
     @rule()
     def kill_and_restart(self) -> None:
+        if self.harness.saved is None:
+            self.harness.save()  # the tailer thread saves before its first read
         self.killed = True
         self.touched = []  # events of a dead process are gone with it
         self.harness.kill_and_restart()
@@ -224,8 +225,8 @@ class FileLife(RuleBasedStateMachine):
 
 
 FileLife.TestCase.settings = settings(
-    max_examples=int(os.environ.get("ZAGGD_MACHINE_EXAMPLES", "60")),
-    stateful_step_count=40,
+    max_examples=int(os.environ.get("ZAGGD_MACHINE_EXAMPLES", "500")),
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

@@ -73,6 +73,7 @@ IDLE_CHECK_S = 1.0
 QUEUE_WAIT_S = 0.5
 STOP_TIMEOUT_S = 10.0
 WORKER_NICE = 19  # the write path wins the CPU when both want it
+PREFLUSH_MIN_BYTES = 1048576
 
 
 Ranges = dict[str, list[int]]
@@ -249,7 +250,9 @@ class Rotation:
         self.counters = counters
         # Set by the subscriber: flush and fsync the output, save a checkpoint with intents().
         self.checkpoint: Callable[[], None] | None = None
-        self.jobs: queue.Queue[str] = queue.Queue()
+        self.jobs: queue.Queue[str] = queue.Queue()  # bases to seal; "" only wakes the worker
+        self.flushes: queue.SimpleQueue[int] = queue.SimpleQueue()  # fds to write back early
+        self._flushed: dict[str, int] = {}  # live path -> size when last handed to the worker
         self._lock = threading.Lock()
         self._rotating: dict[str, Any] | None = None
         self._pending: dict[str, dict[str, Any]] = {}  # base -> seal intent
@@ -289,7 +292,29 @@ class Rotation:
             live.since = now
         elif is_due(self.rules, size, incoming, live.since, now):
             self._rotate(path, now, size)
+        elif out is not None:
+            self._maybe_preflush(path, size)
         return path
+
+    def _maybe_preflush(self, path: str, size: int) -> None:
+        """Have the worker write back a quarter of `max_bytes` at a time, ahead of the cut.
+
+        The cut's checkpoint must fsync the whole file; flushed ahead, that fsync
+        finds little left to write. The worker uses its own open file description,
+        so a write-back error it sees is still reported to the writer's fsync.
+        """
+        if self.rules.max_bytes is None:
+            return
+        step = max(self.rules.max_bytes // 4, PREFLUSH_MIN_BYTES)
+        if size - self._flushed.get(path, 0) < step:
+            return
+        self._flushed[path] = size
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        self.flushes.put(fd)
+        self.jobs.put("")  # wakes the worker
 
     def intents(self) -> list[dict[str, Any]]:
         """What the next checkpoint must carry: cuts and seals under way, live files' history."""
@@ -380,6 +405,7 @@ class Rotation:
             self._busy = False
         self._last[path] = (stamp, os.path.basename(base))
         self._live[path] = LiveFile(now)
+        self._flushed.pop(path, None)
         self.jobs.put(base)
         self.counters.add("rotations")
         log.info("output rotated: %s -> %s (%d bytes)", path, os.path.basename(base), size)
@@ -511,6 +537,9 @@ class Rotation:
         self.jobs.put("")
         if self._worker.is_alive():
             self._worker.join(STOP_TIMEOUT_S)
+        if not self._worker.is_alive():
+            while not self.flushes.empty():
+                os.close(self.flushes.get_nowait())
 
     def pending(self) -> int:
         with self._lock:
@@ -672,6 +701,7 @@ class RotationWorker(Worker):
                 base = rotation.jobs.get(timeout=QUEUE_WAIT_S)
             except queue.Empty:
                 base = ""
+            self._preflush()
             if base:
                 self._seal(base)
             now = time.monotonic()
@@ -695,3 +725,15 @@ class RotationWorker(Worker):
         self.tick()
         if self.stop_event.is_set():
             raise Stopped
+        self._preflush()  # ahead of a long seal: the write path waits on these
+
+    def _preflush(self) -> None:
+        flushes = self.rotation.flushes
+        while not flushes.empty():
+            fd = flushes.get_nowait()
+            try:
+                os.fdatasync(fd)
+            except OSError:
+                pass  # the checkpoint's own fsync reports it
+            finally:
+                os.close(fd)

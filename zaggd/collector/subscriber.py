@@ -271,6 +271,8 @@ class SubscriberThread(Worker):
         except OSError as exc:
             self._hold(msg, from_replay, exc)
             return False
+        except ZaggdError as exc:
+            self._drop("unroutable message", str(exc))  # e.g. a path outside the output folder
         return True
 
     # -- data ----------------------------------------------------------------

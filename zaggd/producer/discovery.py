@@ -135,6 +135,19 @@ def _event_filter() -> list[type[FileSystemEvent]] | None:
         return None
 
 
+def watched_folders(sources: tuple[Source, ...]) -> list[str]:
+    """The existing folders the sources' globs can name files in."""
+    folders: set[str] = set()
+    for source in sources:
+        for pattern in source.paths:
+            folder = os.path.dirname(pattern) or "."
+            if _MAGIC.search(folder):
+                folders.update(p for p in glob.iglob(folder, recursive=True) if os.path.isdir(p))
+            elif os.path.isdir(folder):
+                folders.add(folder)
+    return sorted(folders)
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, discovery: Discovery) -> None:
         self.discovery = discovery

@@ -54,7 +54,7 @@ from zaggd.identity import (
     rotation_root,
 )
 from zaggd.metrics import Counters
-from zaggd.producer.discovery import scan, source_of
+from zaggd.producer.discovery import scan, source_of, watched_folders
 from zaggd.producer.offsets import StoredState, StreamRecord, new_id
 from zaggd.producer.tailer import Block, Tailer
 
@@ -64,9 +64,11 @@ log = logging.getLogger(__name__)
 
 DELETED_GRACE_S = 1.0  # a writer may still append to a file it holds after the unlink
 START_AT_END_LOOKBACK = 65536
-# How long a finished stream stays in heartbeats, so a collector still learns its end.
-RETIRE_AFTER_S = 30.0
-RETIRE_AFTER_HEARTBEATS = 30
+# How long a finished stream stays in heartbeats, so that a collector back from an
+# outage still learns its end (and asks for what it lacks).
+RETIRE_AFTER_S = 600.0
+RETIRE_AFTER_HEARTBEATS = 60
+RETIRED_TARGETS = 4096
 RETIRED_HEADS = 4096
 MTIME_SLACK_S = 0.1  # file times come from a coarse clock, a tick behind time.time()
 
@@ -87,11 +89,17 @@ class ReplayTarget:
 
 
 class Registry:
-    """Streams the replay server may read, shared between threads under a lock."""
+    """Streams the replay server may read, shared between threads under a lock.
+
+    A retired stream stays findable for a while (the last RETIRED_TARGETS):
+    a collector back from a long outage may still ask for its bytes, which a
+    compressed copy may still hold.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._targets: dict[str, ReplayTarget] = {}
+        self._retired: OrderedDict[str, ReplayTarget] = OrderedDict()
 
     def put(self, target: ReplayTarget) -> None:
         with self._lock:
@@ -99,11 +107,21 @@ class Registry:
 
     def drop(self, stream: str) -> None:
         with self._lock:
+            target = self._targets.pop(stream, None)
+            if target is not None:
+                self._retired[stream] = target
+                while len(self._retired) > RETIRED_TARGETS:
+                    self._retired.popitem(last=False)
+
+    def forget(self, stream: str) -> None:
+        """Not to be read at all any more (its source was removed)."""
+        with self._lock:
             self._targets.pop(stream, None)
+            self._retired.pop(stream, None)
 
     def get(self, stream: str) -> ReplayTarget | None:
         with self._lock:
-            return self._targets.get(stream)
+            return self._targets.get(stream) or self._retired.get(stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +249,8 @@ class StreamManager:
         """Compressed while stopped (delaycompress): read the rest from a decompressed copy."""
         if record.file_id.fingerprint.size == 0:
             return False
-        found = open_compressed_copy(record.file_id.fingerprint, listings.siblings(record.path))
+        candidates = [record.path, *listings.siblings(record.path)]
+        found = open_compressed_copy(record.file_id.fingerprint, candidates)
         if found is None:
             return False
         tailer = self._make_tailer(record.stream, source, found.path, found.file_id, record.offset)
@@ -318,6 +337,7 @@ class StreamManager:
         known = self._known_heads()
         folders = {os.path.dirname(p) for p in watched}
         folders |= {os.path.dirname(r.path) for r in stored.records}
+        folders |= set(watched_folders(self.config.sources))
         for folder in sorted(folders):
             for name in listings.names(folder):
                 path = os.path.join(folder, name)
@@ -605,7 +625,8 @@ class StreamManager:
         """A closed stream whose file was compressed (delaycompress): read on from a copy."""
         if tailer.file_id.fingerprint.size == 0:
             return False
-        found = open_compressed_copy(tailer.file_id.fingerprint, _siblings(tailer.path))
+        candidates = [tailer.path, *_siblings(tailer.path)]
+        found = open_compressed_copy(tailer.file_id.fingerprint, candidates)
         if found is None:
             return False
         if os.fstat(found.fd).st_size <= tailer.offset:
@@ -979,6 +1000,7 @@ class StreamManager:
                     "source removed, stream closed: %s (stream %s)", tailer.path, tailer.stream
                 )
                 self._retire(tailer)
+                self.registry.forget(tailer.stream)
 
     def saved(self, records: list[StreamRecord]) -> None:
         """The offset store now holds `records`: their streams may be read on."""
