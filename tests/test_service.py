@@ -238,6 +238,7 @@ def test_status_command_prints_a_table_and_json(tmp_path: Path) -> None:
         producer.start()
         (logs / "a.log").write_bytes(b"x\n" * 10)
         wait_until(lambda: producer.status()["counters"]["lines_out"] == 10, 10)
+        wait_until(lambda: collector.status()["counters"]["lines_written"] == 10, 10)
         env = dict(os.environ, PYTHONPATH=str(REPO))
         table = subprocess.run(
             [sys.executable, "-m", "zaggd", "status", "-c", str(producer.config)],

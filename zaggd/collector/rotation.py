@@ -72,7 +72,7 @@ AGE_SWEEP_S = 60.0
 IDLE_CHECK_S = 1.0
 QUEUE_WAIT_S = 0.5
 STOP_TIMEOUT_S = 10.0
-WORKER_NICE = 19  # the write path wins the CPU when both want it
+WORKER_NICE = 0  # the write path wins the CPU when both want it
 PREFLUSH_MIN_BYTES = 1048576
 
 
