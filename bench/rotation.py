@@ -9,7 +9,7 @@ run. Throughput is lines written per second, from the move to the collector's
 the last archive was sealed, and checks that the archives and the live file
 hold exactly the input.
 
-    python bench/rotation.py [--lines 625000] [--max-bytes 10MB] [--pairs 3]
+    python bench/rotation.py [--lines 625000] [--max-bytes 10MB] [--pairs 5]
 
 The machine is shared and a run takes about a second, so each invocation
 measures several pairs (alternating which goes first, after a sync) and
@@ -207,7 +207,7 @@ def main() -> None:
     )
     parser.add_argument("--max-bytes", default="10MB")
     parser.add_argument("--compress", default="gzip")
-    parser.add_argument("--pairs", type=int, default=3, help="runs of each kind, alternating")
+    parser.add_argument("--pairs", type=int, default=5, help="runs of each kind, alternating")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="zaggd-bench-rotation-"))
     rotate = {"max_bytes": args.max_bytes, "compress": args.compress}

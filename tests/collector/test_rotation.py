@@ -16,6 +16,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -23,11 +24,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import (
     REPO,
     Daemon,
     OutputHarness,
+    append_lines,
     collector_config,
     free_port,
     numbered_lines,
@@ -133,6 +136,31 @@ def test_manifest_records_hash_size_lines_ranges_and_chain(tmp_path: Path) -> No
         h.close()
 
 
+def test_manifest_ranges_span_restarts(tmp_path: Path) -> None:
+    """A live file written across restarts: its manifest covers every run's ranges."""
+    h = OutputHarness(tmp_path, RotateConfig(max_bytes=1000))
+    lines = numbered_lines("m", 0, 12, LINE)
+    h.write(lines[0:3], T0, stream="a")
+    h.write(lines[3:5], T0 + 1, stream="b")
+    h.save()
+    h = h.restart()
+    h.write(lines[5:7], T0 + 2, stream="a")
+    h.save()
+    h = h.restart()
+    try:
+        h.write(lines[7:9], T0 + 3, stream="b")
+        h.write(lines[9:12], T0 + 4, stream="a")  # 900 + 300: cut first
+        h.save()
+        seal_all(h)
+        folder = tmp_path / "out" / "t"
+        (first,) = rotated_names(folder)
+        manifest = read_manifest(str(folder / f"{first}.manifest.json"))
+        assert manifest.ranges == {"n1/a": [0, 500], "n1/b": [0, 400]}
+        assert manifest.lines == 9
+    finally:
+        h.close()
+
+
 def test_time_rotation_cuts_at_the_utc_day_boundary(tmp_path: Path) -> None:
     h = OutputHarness(tmp_path, RotateConfig(every_s=DAY))
     morning = float(calendar.timegm((2025, 3, 1, 8, 0, 0)))
@@ -184,7 +212,7 @@ def test_idle_file_is_cut_at_the_boundary_without_a_write(tmp_path: Path) -> Non
         assert rotated_names(folder) == []
         h.rotation.after_checkpoint(late + HOUR + 2)
         assert rotated_names(folder) == [stamp_name("n1.log", late + HOUR + 2)]
-        assert not (folder / "n1.log").exists()
+        assert (folder / "n1.log").read_bytes() == b""  # its successor, as logrotate's `create`
         assert rotated_output(folder) == {"n1.log": b"".join(lines)}
     finally:
         h.close()
@@ -305,10 +333,15 @@ def leave_foreign_files(folder: Path) -> dict[Path, bytes]:
 
 
 def test_select_expired_applies_each_rule_oldest_first() -> None:
-    archives = [Archive(f"/o/a.{i}", int((T0 + i * HOUR) * 1e6), 1000) for i in range(6)]
+    archives = [Archive(f"/o/a.{i}", int((T0 + i * HOUR) * 1e6), 1000, "a") for i in range(6)]
     now = T0 + 10 * HOUR
     keep = select_expired(archives[::-1], RotateConfig(keep=4), now)
     assert [a.base for a in keep] == ["/o/a.0", "/o/a.1"]
+    others = [Archive(f"/o/b.{i}", int((T0 + i * 60) * 1e6), 1000, "b") for i in range(3)]
+    keep_each = select_expired(archives + others, RotateConfig(keep=4), now)
+    assert [a.base for a in keep_each] == ["/o/a.0", "/o/a.1"]  # b has only 3
+    total_both = select_expired(archives + others, RotateConfig(max_total_bytes=7000), now)
+    assert [a.base for a in total_both] == ["/o/a.0", "/o/b.0"]  # the oldest of the folder
     age = select_expired(archives, RotateConfig(max_age_s=7 * HOUR), now)
     assert [a.base for a in age] == ["/o/a.0", "/o/a.1", "/o/a.2"]
     total = select_expired(archives, RotateConfig(max_total_bytes=2500), now)
@@ -318,17 +351,18 @@ def test_select_expired_applies_each_rule_oldest_first() -> None:
     assert select_expired(archives, RotateConfig(), now) == []
 
 
-def test_retention_keep_counts_per_folder_and_spares_foreign_files(tmp_path: Path) -> None:
+def test_retention_keep_counts_each_live_file_and_spares_foreign_files(tmp_path: Path) -> None:
     folder = tmp_path / "out" / "t"
     folder.mkdir(parents=True)
     foreign = leave_foreign_files(folder)
-    h = OutputHarness(tmp_path, RotateConfig(max_bytes=300, keep=3))
+    h = OutputHarness(tmp_path, RotateConfig(max_bytes=300, keep=2))
     try:
         make_archives(h, 4, node="n1")
-        make_archives(h, 2, node="n2", spacing_s=1000)  # n2's cuts are the newest
+        make_archives(h, 2, node="n2", spacing_s=1000)
         seal_all(h)
         ours = [n for n in rotated_names(folder) if n.startswith(("n1.log.2025", "n2.log.2025"))]
         assert ours == [
+            stamp_name("n1.log", T0 + 300),
             stamp_name("n1.log", T0 + 400),
             stamp_name("n2.log", T0 + 1000),
             stamp_name("n2.log", T0 + 2000),
@@ -338,7 +372,7 @@ def test_retention_keep_counts_per_folder_and_spares_foreign_files(tmp_path: Pat
         for path, data in foreign.items():
             assert path.read_bytes() == data
         assert (folder / "n1.log").exists() and (folder / "n2.log").exists()
-        assert h.counters.get("archives_expired") == 3
+        assert h.counters.get("archives_expired") == 2
     finally:
         h.close()
 
@@ -405,17 +439,13 @@ def test_retention_with_gzip_removes_archive_and_manifest(tmp_path: Path) -> Non
 # -- crash points, one by one ---------------------------------------------------------
 
 
-def arm_kill(h: OutputHarness, on_call: int, before_save: bool) -> None:
-    """Die at the `on_call`-th checkpoint from now, just before or just after saving it."""
-    calls = [0]
+def arm_kill(h: OutputHarness, before_save: bool) -> None:
+    """Die at the next checkpoint (the cut's intent), just before or just after saving it."""
 
     def checkpoint() -> None:
-        calls[0] += 1
-        if calls[0] == on_call and before_save:
-            raise Killed
-        h.save()
-        if calls[0] == on_call:
-            raise Killed
+        if not before_save:
+            h.save()
+        raise Killed
 
     h.rotation.checkpoint = checkpoint
 
@@ -430,39 +460,44 @@ def finish_and_check(h: OutputHarness, lines: list[bytes], now: float) -> None:
     assert rotated_output(h.folder / "out" / "t") == {"n1.log": b"".join(lines)}
 
 
-@pytest.mark.parametrize(
-    ("on_call", "before_save", "where"),
-    [
-        (1, True, "before the intent is saved"),
-        (1, False, "after the intent is saved, before the rename"),
-        (2, True, "after the rename, before the new file is checkpointed"),
-        (2, False, "after the new file is checkpointed, before its first byte"),
-        (0, False, "after unsaved bytes reached the new file"),
-    ],
+KILL_POINTS = (
+    "before the intent is saved",
+    "after the intent is saved, before the rename",
+    "after the rename, before the successor exists",
+    "after the successor is opened, before its first byte",
+    "after unsaved bytes reached the successor",
 )
-def test_kill_during_a_cut_loses_and_doubles_nothing(
-    tmp_path: Path, on_call: int, before_save: bool, where: str
-) -> None:
+
+
+@pytest.mark.parametrize("where", KILL_POINTS)
+def test_kill_during_a_cut_loses_and_doubles_nothing(tmp_path: Path, where: str) -> None:
     lines = numbered_lines("k", 0, 30, LINE)
     h = OutputHarness(tmp_path, RotateConfig(max_bytes=1000))
     h.write(lines[0:3], T0)
     h.write(lines[3:6], T0 + 1)
     h.save()
     h.write(lines[6:8], T0 + 2)  # 800 bytes, the last 200 past the checkpoint
-    if on_call:
-        arm_kill(h, on_call, before_save)
+    live = tmp_path / "out" / "t" / "n1.log"
+    if where.startswith(("before the intent", "after the intent")):
+        arm_kill(h, before_save=where.startswith("before"))
         with pytest.raises(Killed):
             h.write(lines[8:11], T0 + 4)  # 1100 bytes: cut first
+    elif where.startswith(("after the rename", "after the successor")):
+        h.rotation.before_write(str(live), T0 + 4, 300)  # the cut alone, no append
+        assert live.read_bytes() == b""
+        if "exists" in where:
+            live.unlink()
     else:
         h.write(lines[8:11], T0 + 4)
         h.write(lines[11:14], T0 + 5)
     h = h.restart()
     try:
         folder = tmp_path / "out" / "t"
-        cut = [] if (on_call, before_save) == (1, True) else [stamp_name("n1.log", T0 + 4)]
+        cut = [] if where.startswith("before") else [stamp_name("n1.log", T0 + 4)]
         assert rotated_names(folder) == cut, where
         if cut:
             assert (folder / cut[0]).read_bytes() == b"".join(lines[:8]), where
+            assert not live.exists() or live.read_bytes() == b"", where
         finish_and_check(h, lines, T0 + 10)
     finally:
         h.close()
@@ -577,12 +612,10 @@ def wait_for_cut(folder: Path, known: set[Path], timeout_s: float) -> None:
         time.sleep(0.002)
 
 
-@pytest.mark.slow
-def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
-    rng = random.Random(5)
+def rotating_pipeline(tmp_path: Path, rotate: dict[str, object]) -> tuple[Path, Daemon, Daemon]:
+    """A producer tailing logs/*.log and a collector writing out/{topic}/{node}.log, rotating."""
     logs = tmp_path / "logs"
-    logs.mkdir()
-    source = logs / "app.log"
+    logs.mkdir(exist_ok=True)
     data_port, replay_port = free_port(), free_port()
     pcfg = producer_config(
         tmp_path,
@@ -590,19 +623,66 @@ def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
         [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
         {"bind": [f"tcp://127.0.0.1:{data_port}"], "replay": f"tcp://127.0.0.1:{replay_port}"},
     )
-    out = tmp_path / "out"
-    folder = out / "app"
     ccfg = collector_config(
         tmp_path,
         "c1",
         {"connect": [f"tcp://127.0.0.1:{data_port}"], "topics": [""]},
-        {
-            "path": str(out / "{topic}" / "{node}.log"),
-            "rotate": {"max_bytes": "200KB", "compress": "gzip"},
-        },
+        {"path": str(tmp_path / "out" / "{topic}" / "{node}.log"), "rotate": rotate},
     )
-    producer = Daemon("producer", pcfg, tmp_path)
-    collector = Daemon("collector", ccfg, tmp_path)
+    return logs / "app.log", Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
+
+
+def zaggd_verify(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zaggd", "verify", str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def test_reload_changes_rotation_without_losing_lines_or_threads(tmp_path: Path) -> None:
+    source, producer, collector = rotating_pipeline(
+        tmp_path, {"max_bytes": "200KB", "compress": "gzip"}
+    )
+    folder = tmp_path / "out" / "app"
+    lines = numbered_lines("l", 0, 11000, LINE)
+    try:
+        producer.start()
+        collector.start()
+        append_lines(source, lines[:5000])
+        wait_until(lambda: complete_output(folder, b"".join(lines[:5000])), timeout_s=30)
+        threads = len(os.listdir(f"/proc/{collector.pid}/task"))
+        for i, max_bytes in enumerate(["100KB", "300KB", "150KB"]):
+            config = yaml.safe_load(collector.config.read_text())
+            config["output"]["rotate"]["max_bytes"] = max_bytes
+            collector.config.write_text(yaml.safe_dump(config))
+            collector.signal(signal.SIGHUP)
+            wait_until(
+                lambda n=i + 1: collector.output().count("INFO MainThread: reloaded") == n, 30
+            )
+            part = lines[: 5000 + 2000 * (i + 1)]
+            append_lines(source, lines[len(part) - 2000 : len(part)])
+            wait_until(lambda p=part: complete_output(folder, b"".join(p)), timeout_s=30)
+        # The rotation worker of each config stopped with it: no thread piles up.
+        assert len(os.listdir(f"/proc/{collector.pid}/task")) == threads
+        wait_until(lambda: rotated_names(folder, "") == [], timeout_s=30)
+        assert collector.stop() == 0
+        assert rotated_output(folder) == {"web-01.log": b"".join(lines)}
+        assert zaggd_verify(tmp_path / "out").returncode == 0
+    finally:
+        stop_all(collector, producer)
+
+
+@pytest.mark.slow
+def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    source, producer, collector = rotating_pipeline(
+        tmp_path, {"max_bytes": "200KB", "compress": "gzip"}
+    )
+    out = tmp_path / "out"
+    folder = out / "app"
     written: list[bytes] = []
     stop_appending = threading.Event()
 
@@ -652,13 +732,7 @@ def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
         assert len(set(lines)) == len(lines)
         assert got["web-01.log"] == expected
         assert len(rotated_names(folder, ".gz")) >= 20
-        verify = subprocess.run(
-            [sys.executable, "-m", "zaggd", "verify", str(out)],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=60,
-        )
+        verify = zaggd_verify(out)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         print(f"kills: 20; checkpoint or disk at the kill: {seen}")
         assert seen["cut under way"] + seen["temp archive"] > 0, (

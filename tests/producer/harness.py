@@ -77,8 +77,6 @@ class Sink:
         self.retired: set[str] = set()
         self.in_flight: list[tuple[Block | Announce | Retire, Tailer | None]] = []
         self.hold = False  # blocks wait in flight, as in the publisher's queue
-        # A collector with start_at: beginning expects every new stream from 0.
-        self.new_streams_from = 0
 
     def emit(self, item: Block | Announce | Retire, tailer: Tailer | None) -> None:
         if self.hold:
@@ -102,7 +100,8 @@ class Sink:
         view = self.streams.get(item.stream)
         if isinstance(item, Announce):
             if view is None:
-                view = StreamView(min(self.new_streams_from, item.end), item.path)
+                # A collector with start_at: beginning expects every new stream from 0.
+                view = StreamView(0, item.path)
                 self.streams[item.stream] = view
             if item.end > view.expected:
                 self._replay(item.stream, view, item.end)  # the heartbeat shows a lost tail
@@ -142,6 +141,7 @@ class Sink:
                     end - view.expected,
                     target.max_line_bytes,
                     target.policy,
+                    target.floor,
                 )
                 if block is None:
                     break

@@ -363,13 +363,15 @@ def test_restart_announces_a_stream_gone_while_stopped_so_its_loss_is_counted(
 
 def test_start_at_end_applies_to_files_found_at_the_first_start_only(tmp_path: Path) -> None:
     h = Harness(tmp_path, start_at=StartAt.END)
-    h.sink.new_streams_from = 1 << 62  # a collector that takes streams where they begin
     try:
         h.append("a.log", range(10))
         with open(h.path("a.log"), "ab") as f:
             f.write(b"L0000010 partial")  # a partial line is not skipped
         h.rescan()
         assert h.sink.delivered == []
+        # The collector was told where the stream begins (an empty first block): no gap.
+        (view,) = h.sink.streams.values()
+        assert view.expected == 10 * WIDTH and h.sink.gone_bytes == 0
         with open(h.path("a.log"), "ab") as f:
             f.write(b" line\n")
         h.append("a.log", [11])

@@ -4,10 +4,11 @@ What it promises:
 
 - A live file is cut when the next block would take it past `max_bytes`, or
   on its first write (or the first checkpoint) after a UTC boundary of
-  `every_s` (a daily file starts at 00:00 UTC). Cuts fall between blocks, so
-  between lines. The cut file is renamed to `NAME.<UTC stamp>` (see
-  manifest.py): sortable, strictly increasing per live file, never an
-  existing name.
+  `every_s`: periods are counted from the epoch, so a daily file starts at
+  00:00 UTC, an hourly one on the hour. Cuts fall between blocks, so between
+  lines (a single block larger than `max_bytes` makes one larger file). The
+  cut file is renamed to `NAME.<UTC stamp of the cut>` (see manifest.py):
+  sortable, strictly increasing per live file, never an existing name.
 - Crash safety, by write order: the cut is first recorded as an intent in the
   checkpoint (which flushes and fsyncs the output first), then the file is
   renamed. Until a later checkpoint supersedes it, the intent lets a
@@ -16,14 +17,16 @@ What it promises:
   the checkpoint as a "seal" job until the worker has written the manifest
   and, for gzip, the archive. `kill -9` at any point thus loses or doubles no
   line, and leaves no half-written archive under a final name.
-- Sealing runs on its own thread, off the write path: gzip to `<base>.gz.tmp`,
-  fsync, manifest, rename to `<base>.gz`, and only then remove the plain file.
-  An error (disk full) removes the temporary file and retries later.
-- Retention (`keep`, `max_age_s`, `max_total_bytes`) applies per output
-  folder to the rotated files zaggd sealed there (the ones with a manifest),
-  oldest first; live files and anything without a manifest are never
-  touched. `max_total_bytes` bounds the rotated files; the live file is
-  bounded by `max_bytes`.
+- Sealing runs on its own thread at nice 19, off the write path: gzip to
+  `<base>.gz.tmp`, fsync, manifest, rename to `<base>.gz`, and only then
+  remove the plain file. An error (disk full) removes the temporary file and
+  retries later. The same thread writes back the live file a quarter of
+  `max_bytes` at a time, so the fsync the cut waits for is short.
+- Retention, oldest first, in each output folder, over the rotated files
+  zaggd sealed there (the ones with a manifest): `keep` archives of each live
+  file, none older than `max_age_s`, at most `max_total_bytes` of archives in
+  the folder (the live files are bounded by `max_bytes`). Live files and
+  anything without a manifest are never touched.
 
 Threads: `before_write`, `intents` and `after_checkpoint` run on the
 subscriber's thread, which owns the writer; the worker touches only rotated
@@ -65,14 +68,14 @@ from zaggd.service import Worker
 
 log = logging.getLogger(__name__)
 
-GZIP_LEVEL = 6
+GZIP_LEVEL = 3
 CHUNK_BYTES = 1048576
 RETRY_S = 5.0
 AGE_SWEEP_S = 60.0
 IDLE_CHECK_S = 1.0
 QUEUE_WAIT_S = 0.5
 STOP_TIMEOUT_S = 10.0
-WORKER_NICE = 0  # the write path wins the CPU when both want it
+WORKER_NICE = 19  # the write path wins the CPU when both want it
 PREFLUSH_MIN_BYTES = 1048576
 
 
@@ -108,14 +111,25 @@ class Archive:
     base: str  # path of the rotated file without its compression suffix
     stamp_us: int
     size: int  # bytes on disk
+    live: str = ""  # name of the live file it was cut from
 
 
 def select_expired(archives: list[Archive], rules: RotateConfig, now: float) -> list[Archive]:
-    """The archives retention removes, oldest first, by each configured rule."""
+    """The archives of one folder that retention removes, oldest first.
+
+    `keep` counts the archives of each live file (as logrotate's `rotate N`
+    does: `keep: 14` with `every: 1d` keeps two weeks of every node's file);
+    `max_age_s` applies to each archive; `max_total_bytes` to the folder's
+    archives together.
+    """
     ordered = sorted(archives, key=lambda a: (a.stamp_us, a.base))
     doomed: set[str] = set()
-    if rules.keep is not None and len(ordered) > rules.keep:
-        doomed.update(a.base for a in ordered[: len(ordered) - rules.keep])
+    if rules.keep is not None:
+        chains: dict[str, list[Archive]] = {}
+        for a in ordered:
+            chains.setdefault(a.live, []).append(a)
+        for chain in chains.values():
+            doomed.update(a.base for a in chain[: max(0, len(chain) - rules.keep)])
     if rules.max_age_s is not None:
         limit_us = (now - rules.max_age_s) * 1e6
         doomed.update(a.base for a in ordered if a.stamp_us < limit_us)
@@ -174,9 +188,11 @@ def seal(intent: dict[str, Any], tick: Callable[[], None]) -> Manifest:
     out_fd = -1
     try:
         with open(base, "rb") as src:
+            st = os.fstat(src.fileno())
             if gzip:
-                mode = os.fstat(src.fileno()).st_mode & 0o777
-                out_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+                out_fd = os.open(
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, st.st_mode & 0o777
+                )
                 # wbits 31: a gzip stream (header and CRC), readable by gzip, zcat, Python.
                 deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
             while chunk := src.read(CHUNK_BYTES):
@@ -188,6 +204,8 @@ def seal(intent: dict[str, Any], tick: Callable[[], None]) -> Manifest:
                     stored_size += _write_all(out_fd, deflate.compress(chunk), stored)
             if gzip:
                 stored_size += _write_all(out_fd, deflate.flush(), stored)
+                # As gzip(1) does: the archive keeps the time of the last line written.
+                os.utime(out_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 os.fsync(out_fd)
         if not gzip:
             stored_size = content_size
@@ -253,6 +271,7 @@ class Rotation:
         self.jobs: queue.Queue[str] = queue.Queue()  # bases to seal; "" only wakes the worker
         self.flushes: queue.SimpleQueue[int] = queue.SimpleQueue()  # fds to write back early
         self._flushed: dict[str, int] = {}  # live path -> size when last handed to the worker
+        self._unsynced_dirs: set[str] = set()  # folders with a rename not yet fsynced
         self._lock = threading.Lock()
         self._rotating: dict[str, Any] | None = None
         self._pending: dict[str, dict[str, Any]] = {}  # base -> seal intent
@@ -317,7 +336,15 @@ class Rotation:
         self.jobs.put("")  # wakes the worker
 
     def intents(self) -> list[dict[str, Any]]:
-        """What the next checkpoint must carry: cuts and seals under way, live files' history."""
+        """What the next checkpoint must carry: cuts and seals under way, live files' history.
+
+        Called as the checkpoint is written: the renames it no longer carries as
+        intents are made durable here first.
+        """
+        while self._unsynced_dirs:
+            folder = next(iter(self._unsynced_dirs))
+            fsync_dir(folder)
+            self._unsynced_dirs.discard(folder)
         with self._lock:
             found = [] if self._rotating is None else [dict(self._rotating)]
             found += [dict(i) for i in self._pending.values()]
@@ -397,7 +424,9 @@ class Rotation:
                 with self._lock:
                     self._rotating = None
                 raise
-            fsync_dir(os.path.dirname(path))
+            # Renamed: from here the intent must become a seal job, whatever fails next.
+            # The rename is made durable before the next checkpoint drops the intent.
+            self._unsynced_dirs.add(os.path.dirname(path))
             with self._lock:
                 self._rotating = None
                 self._pending[base] = {**intent, "op": "seal"}
@@ -409,6 +438,9 @@ class Rotation:
         self.jobs.put(base)
         self.counters.add("rotations")
         log.info("output rotated: %s -> %s (%d bytes)", path, os.path.basename(base), size)
+        # Open the successor now, sparing the subscriber a checkpoint before its first
+        # byte: until the next checkpoint, the intent's recovery cuts it back to zero.
+        self.writer.open(path)
 
     def _new_name(self, path: str, now: float) -> tuple[int, str, str | None]:
         """A stamp later than the file's last cut, whose names are all free."""
@@ -461,12 +493,19 @@ class Rotation:
                     self._recover_seal(intent)
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("rotation intent ignored, it is damaged (%s): %r", exc, intent)
+            except OSError as exc:
+                where = exc.filename or intent.get("base", "?")
+                raise ZaggdError(
+                    f"{where}: cannot finish an interrupted rotation: {exc.strerror or exc}"
+                ) from None
 
     def _recover_live(self, intent: dict[str, Any], files: dict[str, dict[str, Any]]) -> None:
         try:
             path = str(intent["path"])
-            last_run = files.get(path, {}).get("ranges", {})
-            carried = merge_ranges(dict(intent.get("ranges", {})), dict(last_run))
+            last_run = files.get(path, {})
+            carried = merge_ranges(dict(intent.get("ranges", {})), dict(last_run.get("ranges", {})))
+            if _size_on_disk(path) == 0 or last_run.get("size") == 0:
+                carried = {}  # emptied or removed since: nothing earlier is in it any more
             self._live[path] = LiveFile(float(intent["since"]), carried)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             log.warning("rotation intent ignored, it is damaged (%s): %r", exc, intent)
@@ -576,7 +615,7 @@ class Rotation:
         folder = os.path.dirname(base)
         archives = self._archives.get(folder)
         if archives is not None:
-            archives[base] = Archive(base, _stamp_of(base), manifest.size)
+            archives[base] = Archive(base, _stamp_of(base), manifest.size, manifest.live)
         log.debug(
             "output sealed: %s (%d -> %d bytes)",
             manifest.file,
@@ -642,7 +681,7 @@ class Rotation:
                 size = os.stat(os.path.join(folder, manifest.file)).st_size
             except FileNotFoundError:
                 size = 0
-            known[base] = Archive(base, parsed.stamp_us, size)
+            known[base] = Archive(base, parsed.stamp_us, size, manifest.live)
         self._archives[folder] = known
         return known
 

@@ -15,6 +15,7 @@ import queue
 import re
 import stat
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -66,12 +67,26 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def is_excluded(path: str, source: Source) -> bool:
-    name = os.path.basename(path)
-    for pattern in source.exclude:
-        target = path if "/" in pattern else name
-        if glob_regex(pattern).match(target):
-            return True
-    return False
+    by_name, by_path = _exclusions(source.exclude)
+    return bool(
+        (by_name is not None and by_name.match(os.path.basename(path)))
+        or (by_path is not None and by_path.match(path))
+    )
+
+
+@lru_cache(maxsize=256)
+def _exclusions(patterns: tuple[str, ...]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
+    """One regex for the name patterns and one for the path patterns (those with a '/')."""
+
+    def joined(group: list[str]) -> re.Pattern[str] | None:
+        if not group:
+            return None
+        return re.compile("|".join(f"(?:{glob_regex(p).pattern})" for p in group))
+
+    return (
+        joined([p for p in patterns if "/" not in p]),
+        joined([p for p in patterns if "/" in p]),
+    )
 
 
 def source_of(path: str, sources: tuple[Source, ...]) -> Source | None:
@@ -93,21 +108,87 @@ def watch_root(pattern: str) -> tuple[str, bool]:
     return "/".join(fixed) or "/", False
 
 
-def scan(sources: tuple[Source, ...]) -> dict[str, tuple[Source, os.stat_result]]:
-    """Every regular file the sources name now (never through a symlink), with its source."""
-    found: dict[str, tuple[Source, os.stat_result]] = {}
+class Found:
+    """A file a scan found: its source, and its inode without a stat when listed."""
+
+    __slots__ = ("_st", "entry", "path", "source")
+
+    def __init__(self, source: Source, path: str, entry: os.DirEntry[str] | None) -> None:
+        self.source = source
+        self.path = path
+        self.entry = entry
+        self._st: os.stat_result | None = None
+
+    def inode(self) -> int:
+        return self.entry.inode() if self.entry is not None else self.stat().st_ino
+
+    def stat(self) -> os.stat_result:
+        if self._st is None:
+            self._st = os.stat(self.path, follow_symlinks=False)
+        return self._st
+
+
+def scan(sources: tuple[Source, ...]) -> dict[str, Found]:
+    """Every regular file the sources name now (never through a symlink), with its source.
+
+    This runs on every rescan over every watched file, so the common pattern
+    (a glob of folders, then a name glob) lists each folder once with
+    scandir, matches names with one regex, and stats nothing: the folder
+    entry tells a regular file and its inode.
+    """
+    found: dict[str, Found] = {}
     for source in sources:
+        by_name, by_path = _exclusions(source.exclude)
         for pattern in source.paths:
-            for path in glob.iglob(pattern, recursive=True):
-                if path in found or is_excluded(path, source):
+            for path, entry in _candidates(pattern):
+                if path in found:
+                    continue
+                name = entry.name if entry is not None else os.path.basename(path)
+                if (by_name is not None and by_name.match(name)) or (
+                    by_path is not None and by_path.match(path)
+                ):
                     continue
                 try:
-                    st = os.stat(path, follow_symlinks=False)
+                    if entry is not None:
+                        regular = entry.is_file(follow_symlinks=False)
+                    else:
+                        regular = stat.S_ISREG(os.stat(path, follow_symlinks=False).st_mode)
                 except OSError:
                     continue
-                if stat.S_ISREG(st.st_mode):
-                    found[path] = (source, st)
+                if regular:
+                    found[path] = Found(source, path, entry)
     return found
+
+
+def _candidates(pattern: str) -> Iterator[tuple[str, os.DirEntry[str] | None]]:
+    """Paths the glob names now, with their folder entry when listed by scandir."""
+    folder_glob, name_glob = os.path.split(pattern)
+    if not name_glob or "**" in name_glob:
+        for path in glob.iglob(pattern, recursive=True):
+            yield path, None
+        return
+    if _MAGIC.search(folder_glob):
+        folders: Iterable[str] = glob.iglob(folder_glob, recursive=True)
+    else:
+        folders = (folder_glob,)
+    if not _MAGIC.search(name_glob):
+        for folder in folders:
+            path = os.path.join(folder, name_glob)
+            if os.path.lexists(path):
+                yield path, None
+        return
+    name_re = glob_regex(name_glob)
+    hidden = name_glob.startswith(".")  # as glob: `*` does not match a leading dot
+    for folder in folders:
+        try:
+            with os.scandir(folder or ".") as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if (hidden or name[0] != ".") and name_re.match(name):
+                yield entry.path, entry
 
 
 # Opening and reading a file (ours included) says nothing about its content;

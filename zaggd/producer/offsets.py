@@ -32,6 +32,7 @@ class StreamRecord:
     rotated: bool
     finished: bool = False  # read to its end and gone; announced until retired
     last_size: int = 0  # the largest size the file was seen at
+    floor: int = 0  # bytes before it are skipped (start_at: end)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class StreamRecord:
             "rotated": self.rotated,
             "finished": self.finished,
             "last_size": self.last_size,
+            "floor": self.floor,
         }
 
     @classmethod
@@ -61,6 +63,7 @@ class StreamRecord:
             rotated=bool(raw["rotated"]),
             finished=bool(raw.get("finished", False)),
             last_size=int(raw.get("last_size", raw["offset"])),
+            floor=int(raw.get("floor", 0)),
         )
 
 

@@ -159,7 +159,13 @@ class ReplayServer(Worker):
                 return
             while pos < req.end:
                 block = read_range(
-                    fd, req.stream, pos, REPLAY_BLOCK_BYTES, target.max_line_bytes, target.policy
+                    fd,
+                    req.stream,
+                    pos,
+                    REPLAY_BLOCK_BYTES,
+                    target.max_line_bytes,
+                    target.policy,
+                    target.floor,
                 )
                 if block is None:
                     break

@@ -54,7 +54,7 @@ from zaggd.identity import (
     rotation_root,
 )
 from zaggd.metrics import Counters
-from zaggd.producer.discovery import scan, source_of, watched_folders
+from zaggd.producer.discovery import Found, scan, source_of, watched_folders
 from zaggd.producer.offsets import StoredState, StreamRecord, new_id
 from zaggd.producer.tailer import Block, Tailer
 
@@ -86,6 +86,7 @@ class ReplayTarget:
     file_id: FileId
     max_line_bytes: int
     policy: LongLinePolicy
+    floor: int = 0  # bytes before it are never sent (start_at: end)
 
 
 class Registry:
@@ -193,7 +194,9 @@ class StreamManager:
                 self._resume(record, source, record.path, record.file_id, stored.saved_at)
             else:
                 missing.append((record, source))
-        # Renames first, so that a copy is never taken for a file found by inode.
+        # Renames first, so that a copy is never taken for a file found by inode;
+        # then the longest fingerprints, the surest claims on a copy.
+        missing.sort(key=lambda rs: -rs[0].file_id.fingerprint.size)
         missing = [
             (r, s) for r, s in missing if not self._resume_renamed(r, s, listings, stored.saved_at)
         ]
@@ -255,6 +258,7 @@ class StreamManager:
             return False
         tailer = self._make_tailer(record.stream, source, found.path, found.file_id, record.offset)
         tailer.saved_fingerprint_size = record.file_id.fingerprint.size
+        tailer.floor = record.floor
         tailer.topic = record.topic.encode("utf-8")
         tailer.rotated = tailer.decompressed = True
         tailer.last_size = record.last_size
@@ -279,6 +283,7 @@ class StreamManager:
     ) -> Tailer:
         tailer = self._make_tailer(record.stream, source, path, file_id, record.offset)
         tailer.saved_fingerprint_size = record.file_id.fingerprint.size
+        tailer.floor = record.floor
         tailer.intact_at = saved_at  # the last time its content was known
         tailer.topic = record.topic.encode("utf-8")
         tailer.last_size = record.last_size
@@ -300,6 +305,7 @@ class StreamManager:
             record.stream, source, record.path, record.file_id, record.offset
         )
         tailer.saved_fingerprint_size = record.file_id.fingerprint.size
+        tailer.floor = record.floor
         tailer.topic = record.topic.encode("utf-8")
         tailer.rotated = tailer.finished = True
         tailer.last_size = record.last_size
@@ -396,11 +402,15 @@ class StreamManager:
 
     # -- discovery -----------------------------------------------------------
 
-    def rescan(self) -> None:
-        """Look at every watched path: new files, replaced files, growth inotify missed."""
+    def rescan(self, full: bool = True) -> None:
+        """Look at every watched path: new files, replaced files, and (`full`) growth
+        that no event told of, which needs a stat of every closed file."""
         found = scan(self.config.sources)
-        for path, (source, st) in found.items():
-            self._look_at(path, source, st)
+        for path, item in found.items():
+            try:
+                self._look_at(path, item, full)
+            except OSError:
+                continue  # gone since the listing: its event comes
         for path in [p for p in self.live if p not in found]:
             self.on_path(path)
         self.ready.update(self.opened)
@@ -437,20 +447,9 @@ class StreamManager:
                 self._relocate(tailer)
         if st is None or not stat.S_ISREG(st.st_mode):
             return
-        known = self.by_inode.get((st.st_dev, st.st_ino))
-        if known is not None and self._is_inode_reused(self.tailers[known], path):
-            tailer = self.tailers[known]
-            if rotation_root(os.path.basename(path)) == rotation_root(
-                os.path.basename(tailer.path)
-            ):
-                # Its own rotation, rewritten (or a reuse we cannot tell from one).
-                self._relocate(tailer, path)
-                self._recover_truncation(tailer)
-                return
-            self._finish(tailer, "its file is gone; the inode holds another file now")
-            known = None
-        if known is not None:
-            tailer = self.tailers[known]
+        owner = self._owner(st, path)
+        if owner is not None:
+            tailer = owner
             if tailer.path != path and not _names_inode(tailer.path, st):
                 self._relocate(tailer, path)  # renamed: this is its new name
             self._look(tailer, st.st_size)
@@ -459,17 +458,41 @@ class StreamManager:
         if source is not None:
             self._open_new(path, source)
 
+    def _owner(self, st: os.stat_result, path: str) -> Tailer | None:
+        """The stream that is the file at `path`, if any.
+
+        A closed stream claiming the inode with other first bytes lost its file
+        (deleted, the inode reused at once): it goes on in a copy, or finishes.
+        """
+        sid = self.by_inode.get((st.st_dev, st.st_ino))
+        if sid is None:
+            return None
+        tailer = self.tailers[sid]
+        if not self._is_inode_reused(tailer, path):
+            return tailer
+        self._forget(tailer)
+        if not self._continue_in_copy(tailer, tailer.path, tailer.intact_at - MTIME_SLACK_S):
+            self._finish(tailer, "its file is gone; the inode holds another file now")
+        return None
+
     def _is_inode_reused(self, tailer: Tailer, path: str) -> bool:
         """A closed stream's inode at `path` with other first bytes: deleted, then reused.
 
         (An open handle keeps its inode from being reused; a changed file under
-        one is a truncation, found when it is read.)
+        one is a truncation, found when it is read.) A closed file that was cut
+        back and renamed before we looked again cannot be told from a reuse: its
+        new content is read only if its new name is watched.
         """
-        return (
-            tailer.fd is None
-            and tailer.path != path
-            and (is_compressed(path) or not path_has_prefix(path, tailer.file_id.fingerprint))
-        )
+        if tailer.fd is not None or tailer.path == path:
+            return False
+        if is_compressed(path):
+            return True
+        if tailer.file_id.fingerprint.size == 0:
+            # Nothing to compare: only a rotation of its own name is taken for it.
+            return rotation_root(os.path.basename(path)) != rotation_root(
+                os.path.basename(tailer.path)
+            )
+        return not path_has_prefix(path, tailer.file_id.fingerprint)
 
     def _look(self, tailer: Tailer, size: int) -> None:
         """An event at the stream's file: see it intact (noting its size), or cut back.
@@ -490,20 +513,23 @@ class StreamManager:
                 pass
         self.ready.add(tailer.stream)
 
-    def _look_at(self, path: str, source: Source, st: os.stat_result) -> None:
+    def _look_at(self, path: str, found: Found, full: bool) -> None:
         sid = self.live.get(path)
         if sid is not None:
             tailer = self.tailers[sid]
-            if tailer.file_id.is_same_inode(st):
-                if tailer.fd is not None or (
-                    st.st_size != tailer.offset and st.st_size != tailer.stalled_size
-                ):
+            # A folder holds files of one device: the inode alone tells them apart.
+            if tailer.file_id.inode == found.inode():
+                if tailer.fd is not None:
                     self.ready.add(sid)
+                elif full:
+                    size = found.stat().st_size
+                    if size != tailer.offset and size != tailer.stalled_size:
+                        self.ready.add(sid)
                 return
             self._relocate(tailer)
-        if (st.st_dev, st.st_ino) in self.by_inode:
+        if self._owner(found.stat(), path) is not None:
             return  # a rotated stream under a watched name, or a hard link
-        self._open_new(path, source)
+        self._open_new(path, found.source)
 
     def _open_new(self, path: str, source: Source) -> None:
         fd = _open_regular(path)
@@ -515,14 +541,14 @@ class StreamManager:
         head = os.pread(fd, FINGERPRINT_BYTES, 0)
         st = os.fstat(fd)
         fid = FileId(st.st_dev, st.st_ino, fingerprint_of(head))
-        if (fid.device, fid.inode) in self.by_inode:
+        if self._owner(st, path) is not None:
             os.close(fd)
             return
-        offset = 0
+        tailer = self._make_tailer(new_id(), source, path, fid, 0)
         if self.first_start and source.start_at is StartAt.END:
-            offset = _line_start_before_end(fd)
-        tailer = self._make_tailer(new_id(), source, path, fid, offset)
-        tailer.last_size = max(offset, st.st_size)
+            # Read from 0 all the same: its first block, empty, says where it begins.
+            tailer.floor = _line_start_before_end(fd)
+        tailer.last_size = st.st_size
         tailer.head = head if len(head) < FINGERPRINT_BYTES else None
         now_there = _stat(path)
         tailer.rotated = now_there is None or not fid.is_same_inode(now_there)  # deleted since
@@ -531,7 +557,7 @@ class StreamManager:
         log.info(
             "stream opened: %s from offset %d (stream %s, topic %s)",
             path,
-            offset,
+            tailer.floor,
             tailer.stream,
             source.topic,
         )
@@ -581,6 +607,7 @@ class StreamManager:
                 tailer.file_id,
                 tailer.max_line_bytes,
                 tailer.policy,
+                tailer.floor,
             )
         )
         self.dirty = True
@@ -649,21 +676,15 @@ class StreamManager:
         return True
 
     def _find_renamed(self, tailer: Tailer) -> str | None:
-        root = rotation_root(os.path.basename(tailer.path))
         for path in _siblings(tailer.path):
             if is_compressed(path):
                 continue  # compressing writes a new file: never our inode renamed
             st = _stat(path)
             if st is None or not tailer.file_id.is_same_inode(st):
                 continue
-            # A closed handle does not hold the inode: it may be another file's now,
-            # unless it has our first bytes or is a rotation of our name (then a cut
-            # back is found when it is read).
-            if (
-                tailer.fd is not None
-                or path_has_prefix(path, tailer.file_id.fingerprint)
-                or rotation_root(os.path.basename(path)) == root
-            ):
+            # A closed handle does not hold the inode: with other first bytes it is
+            # another file's now (a new copy takes a freed inode at once on ext4).
+            if tailer.fd is not None or not self._is_inode_reused(tailer, path):
                 return path
         return None
 
@@ -826,7 +847,7 @@ class StreamManager:
             if name == base or rotation_root(name) != base or is_compressed(sibling):
                 continue
             st = _stat(sibling)
-            if st is None or st.st_mtime < since or (st.st_dev, st.st_ino) in self.by_inode:
+            if st is None or st.st_mtime < since or self._owner(st, sibling) is not None:
                 continue
             if known is None:
                 known = self._known_heads()
@@ -877,6 +898,8 @@ class StreamManager:
         of a short file when known, also matches a copy taken while it was
         shorter still.
         """
+        if fingerprint.size == 0:
+            return None  # nothing of it was seen: nothing to find, nor to take by mistake
         short = fingerprint.size < FINGERPRINT_BYTES
         root = rotation_root(os.path.basename(path))
         best: tuple[float, str, FileId, int] | None = None
@@ -886,11 +909,7 @@ class StreamManager:
             if short and rotation_root(os.path.basename(candidate)) != root:
                 continue
             st = _stat(candidate)
-            if (
-                st is None
-                or not stat.S_ISREG(st.st_mode)
-                or (st.st_dev, st.st_ino) in self.by_inode
-            ):
+            if st is None or not stat.S_ISREG(st.st_mode) or self._owner(st, candidate):
                 continue
             if (short and st.st_mtime < since) or (best is not None and st.st_mtime <= best[0]):
                 continue
@@ -1022,6 +1041,7 @@ class StreamManager:
                 t.rotated,
                 t.finished,
                 t.last_size,
+                t.floor,
             )
             for t in self.tailers.values()
         ]
@@ -1090,8 +1110,6 @@ def _shares_prefix(a: bytes, b: bytes) -> bool:
 
 def _starts_alike(head: bytes, fingerprint: Fingerprint, known_head: bytes | None) -> bool:
     """Whether a file starting with `head` may be a copy of a stream, at any length."""
-    if known_head == b"":
-        return True  # nothing known of the stream's bytes: its rotation root must decide
     if known_head is not None:
         return _shares_prefix(head, known_head)
     return fingerprint.matches(head)

@@ -107,8 +107,15 @@ def read_range(
     max_bytes: int,
     max_line_bytes: int,
     policy: LongLinePolicy,
+    floor: int = 0,
 ) -> Block | None:
-    """The block at `start` of an open file, cut as the tailer cuts it."""
+    """The block at `start` of an open file, cut as the tailer cuts it.
+
+    Bytes before `floor` (a file found at the first start with `start_at:
+    end`) are never sent: an empty block moves the stream's offset past them.
+    """
+    if start < floor:
+        return Block(stream, start, floor, b"", 0)
     mid = is_mid_long_line(fd, start, policy, max_line_bytes)
     _, consumed, payload, lines = read_and_cut(
         fd, start, max_bytes, max_line_bytes, policy, mid, CutCounts()
@@ -148,6 +155,7 @@ class Tailer:
     offset: int
     max_line_bytes: int
     policy: LongLinePolicy
+    floor: int = 0  # bytes before it are skipped (start_at: end), sent as one empty block
     fd: int | None = None
     rotated: bool = False  # the path no longer names this file instance
     decompressed: bool = False  # fd reads a decompressed copy; it cannot be reopened
@@ -252,6 +260,13 @@ class Tailer:
         another content's bytes and is not used.
         """
         assert self.fd is not None
+        if self.offset < self.floor:
+            skipped = Block(self.stream, self.offset, self.floor, b"", 0)
+            self.offset = self.floor
+            self.discarding = is_mid_long_line(
+                self.fd, self.offset, self.policy, self.max_line_bytes
+            )
+            return skipped
         fp = self.file_id.fingerprint
         capped = fp.size < FINGERPRINT_BYTES
         if capped:

@@ -28,6 +28,7 @@ from zaggd.service import Worker
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 0.5
+FULL_RESCAN_EVERY = 6  # rescans; the others list folders without a stat per file
 
 
 class TailerThread(Worker):
@@ -93,18 +94,19 @@ class TailerThread(Worker):
     def _loop(self) -> None:
         manager = self.manager
         last_rescan = last_house = last_save = time.monotonic()
+        rescans = 0
         while not self.stop_event.is_set():
             self.tick()
             self._run_calls()
             for path in self._take_paths(0.0 if manager.ready else 0.1):
                 manager.on_path(path)
             now = time.monotonic()
-            if (
-                self.discovery.take_rescan_request()
-                or now - last_rescan >= self.config.rescan_interval_s
-            ):
+            requested = self.discovery.take_rescan_request()
+            if requested or now - last_rescan >= self.config.rescan_interval_s:
                 self.discovery.update_watches(self.config.sources)
-                manager.rescan()
+                # Events tell of growth; a stat of every idle file is only a fallback.
+                manager.rescan(full=requested or rescans % FULL_RESCAN_EVERY == 0)
+                rescans += 1
                 last_rescan = now
             if manager.unsaved:
                 self.save_state()  # new streams are known to the store before their first block
@@ -164,20 +166,23 @@ class TailerThread(Worker):
         done = threading.Event()
 
         def take() -> None:
-            self._refresh_snapshot()
+            self._refresh_snapshot(detail=True)
             done.set()
 
         self.calls.put(take)
         done.wait(timeout_s)
         return self.snapshot
 
-    def _refresh_snapshot(self) -> None:
+    def _refresh_snapshot(self, detail: bool = False) -> None:
+        """Counts for the STATUS line; the streams themselves only when asked (status)."""
         m = self.manager
-        self.snapshot = {
+        snapshot: dict[str, object] = {
             "streams": len(m.tailers),
             "open": m.open_handles(),
             "lag_bytes": m.lag_bytes(),
-            "streams_detail": [
+        }
+        if detail:
+            snapshot["streams_detail"] = [
                 {
                     "stream": t.stream,
                     "source": t.source,
@@ -188,5 +193,5 @@ class TailerThread(Worker):
                     "open": t.fd is not None,
                 }
                 for t in list(m.tailers.values())[:1000]
-            ],
-        }
+            ]
+        self.snapshot = snapshot
