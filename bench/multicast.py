@@ -104,14 +104,24 @@ def wiring(rate_kbps: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
     )
 
 
-def run_one(base: Path, nets: NetNamespaces, ns: str, name: str, payload: Path, rate_kbps: int | None, timeout_s: float) -> Result:
+def run_one(
+    base: Path,
+    nets: NetNamespaces,
+    ns: str,
+    name: str,
+    payload: Path,
+    rate_kbps: int | None,
+    timeout_s: float,
+) -> Result:
     run_dir = base / name
     logs = run_dir / "logs"
     logs.mkdir(parents=True)
     publish, subscribe = wiring(rate_kbps)
     source = {"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}
     pcfg = producer_config(run_dir, "bench", [source], publish)
-    ccfg = collector_config(run_dir, "c", subscribe, {"path": str(run_dir / "out" / "{topic}" / "{node}.log")})
+    ccfg = collector_config(
+        run_dir, "c", subscribe, {"path": str(run_dir / "out" / "{topic}" / "{node}.log")}
+    )
     prefix = nets.prefix(ns)
     collector = Daemon("collector", ccfg, run_dir, prefix=prefix)
     producer = Daemon("producer", pcfg, run_dir, prefix=prefix)
@@ -125,19 +135,29 @@ def run_one(base: Path, nets: NetNamespaces, ns: str, name: str, payload: Path, 
         os.link(payload, staged)
         start = time.monotonic()
         os.rename(staged, logs / "payload.log")
-        wait_until(lambda: collector.status()["counters"]["lines_written"] >= lines, timeout_s, 0.02)
+        wait_until(
+            lambda: collector.status()["counters"]["lines_written"] >= lines, timeout_s, 0.02
+        )
         elapsed = time.monotonic() - start
         counters = collector.status()["counters"]
         out = run_dir / "out" / "app" / "bench.log"
         if out.read_bytes() != payload.read_bytes():
             raise SystemExit(f"{name}: the output differs from the input")
         return Result(
-            name, lines, payload.stat().st_size, elapsed, counters["bytes_repaired"], counters["gaps_found"],
-            peak_rss_mb(collector.pid), peak_rss_mb(producer.pid),
+            name,
+            lines,
+            payload.stat().st_size,
+            elapsed,
+            counters["bytes_repaired"],
+            counters["gaps_found"],
+            peak_rss_mb(collector.pid),
+            peak_rss_mb(producer.pid),
         )
     except BaseException:
         for daemon in (producer, collector):
-            print(f"--- {name}: {daemon.kind} log (end)\n{daemon.output()[-2000:]}", file=sys.stderr)
+            print(
+                f"--- {name}: {daemon.kind} log (end)\n{daemon.output()[-2000:]}", file=sys.stderr
+            )
         raise
     finally:
         for daemon in (producer, collector):
@@ -160,18 +180,41 @@ def report(results: list[Result]) -> None:
         )
 
 
-def run_payload(base: Path, nets: NetNamespaces, ns: str, label: str, size: int, rates: list[int], timeout_s: float) -> None:
+def run_payload(
+    base: Path,
+    nets: NetNamespaces,
+    ns: str,
+    label: str,
+    size: int,
+    rates: list[int],
+    timeout_s: float,
+) -> None:
     payload = base / f"{label}.log"
     payload.write_bytes(make_lines(label, size // LINE_BYTES, LINE_BYTES))
-    print(f"{label} payload: {payload.stat().st_size / 1e6:.2f} MB, {size // LINE_BYTES:,} lines of {LINE_BYTES} bytes", flush=True)
+    print(
+        f"{label} payload: {payload.stat().st_size / 1e6:.2f} MB, {size // LINE_BYTES:,} lines of {LINE_BYTES} bytes",
+        flush=True,
+    )
     results = [run_one(base, nets, ns, f"{label}-tcp", payload, None, timeout_s)]
     for kbps in rates:
-        results.append(run_one(base, nets, ns, f"{label}-epgm-{show_rate(kbps).replace(' ', '').replace('/s', '')}", payload, kbps, timeout_s))
+        results.append(
+            run_one(
+                base,
+                nets,
+                ns,
+                f"{label}-epgm-{show_rate(kbps).replace(' ', '').replace('/s', '')}",
+                payload,
+                kbps,
+                timeout_s,
+            )
+        )
     report(results)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--small-kb", type=int, default=250, help="the payload run at 100 kbit/s")
     parser.add_argument("--large-mb", type=int, default=100)
     parser.add_argument("--rates", default="1Gbit,100Mbit", help="epgm rates for the large payload")
@@ -188,7 +231,9 @@ def main() -> None:
         # 100 kbit/s is 12.5 kB/s: the small payload takes size / 12.5 kB s at best.
         run_payload(base, nets, ns, "small", small, [100, 1_000_000], 60 + small / 12_500 * 3)
         large = args.large_mb * 1_000_000
-        run_payload(base, nets, ns, "large", large, [parse_rate(r) for r in args.rates.split(",")], 600)
+        run_payload(
+            base, nets, ns, "large", large, [parse_rate(r) for r in args.rates.split(",")], 600
+        )
     finally:
         nets.close()
         shutil.rmtree(base, ignore_errors=True)

@@ -6,6 +6,7 @@ sockets must stay on one thread.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Iterable
 
@@ -15,15 +16,53 @@ from zaggd.config import PgmConfig
 from zaggd.errors import ZaggdError
 from zaggd.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES
 
+log = logging.getLogger(__name__)
+
 
 def is_multicast(endpoint: str) -> bool:
     return endpoint.startswith(("epgm://", "pgm://"))
 
 
+# The kernel buffer that takes multicast packets while libzmq's I/O thread is
+# busy: at 1 Gbit/s the default (208 KiB) fills in 2 ms, 4 MiB in 34 ms, and every
+# overflow is a loss PGM must repair. Capped by net.core.rmem_max.
+PGM_RCVBUF_BYTES = 4 * 1024 * 1024
+RMEM_MAX_PATH = "/proc/sys/net/core/rmem_max"
+
+
 def apply_pgm(sock: zmq.Socket, pgm: PgmConfig) -> None:  # type: ignore[type-arg]
+    """PGM settings for a socket with an epgm:// or pgm:// endpoint, set before it attaches.
+
+    The rate is also the receive window's size on a SUB (rate x recovery
+    interval), so collectors should give the producers' rate.
+    """
     sock.setsockopt(zmq.RATE, pgm.rate_kbps)
-    sock.setsockopt(zmq.RECOVERY_IVL, int(pgm.recovery_interval_s * 1000))
+    sock.setsockopt(zmq.RECOVERY_IVL, max(1, round(pgm.recovery_interval_s * 1000)))
     sock.setsockopt(zmq.MULTICAST_HOPS, pgm.hops)
+    if sock.type == zmq.SUB:
+        # libzmq 4.3's PGM receiver breaks once its pipe reaches the high-water
+        # mark: it stops reading the group for good, or aborts the process
+        # (pgm_receiver.cpp: "Resource temporarily unavailable"). PGM has no
+        # back-pressure to give anyway, so never let the pipe fill.
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.RCVBUF, PGM_RCVBUF_BYTES)
+        warn_if_rmem_capped(PGM_RCVBUF_BYTES)
+
+
+def warn_if_rmem_capped(wanted_bytes: int, path: str = RMEM_MAX_PATH) -> None:
+    try:
+        with open(path) as f:
+            rmem_max = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    if rmem_max < wanted_bytes:
+        log.warning(
+            "multicast receive buffer capped at %d bytes by net.core.rmem_max: "
+            "expect losses (repaired by replay) at high rates; raise it with "
+            "sysctl -w net.core.rmem_max=%d",
+            rmem_max,
+            wanted_bytes,
+        )
 
 
 def attach(

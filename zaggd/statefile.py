@@ -16,11 +16,18 @@ from zaggd.errors import ZaggdError
 
 def write_state(path: str, kind: str, version: int, body: dict[str, Any]) -> None:
     data = json.dumps({"kind": kind, "version": version, **body}, separators=(",", ":"))
+    write_atomically(path, data.encode("utf-8"))
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replace `path` with `data`: a temporary file, fsynced, renamed, the folder fsynced."""
     folder = os.path.dirname(path) or "."
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
     try:
-        os.write(fd, data.encode("utf-8"))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)

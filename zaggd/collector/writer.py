@@ -148,9 +148,13 @@ class Writer:
         out = self.files.get(path)
         if out is not None:
             return out
-        os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, mode=0o750, exist_ok=True)
+        is_new = not os.path.exists(path)
         # Unbuffered: each block is one write(2), visible to readers at once (latency).
         fh = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across writes
+        if is_new:
+            _fsync_dir(folder)  # the checkpoint will name this file: it must survive a power loss
         size = os.fstat(fh.fileno()).st_size
         out = OutFile(path, fh, size if known_size is None else known_size)
         self.files[path] = out
@@ -207,6 +211,14 @@ class Writer:
     def close_all(self) -> None:
         for path in list(self.files):
             self.close(path)
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def is_disk_full(exc: OSError) -> bool:

@@ -7,6 +7,7 @@ off. Resuming a little behind is harmless: collectors drop duplicates.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from typing import Any
 
 from zaggd.errors import ZaggdError
 from zaggd.identity import FileId, Fingerprint
-from zaggd.statefile import read_state, write_state
+from zaggd.statefile import read_state, write_atomically
 
 KIND = "zaggd-producer-offsets"
 VERSION = 1
@@ -76,8 +77,12 @@ class StoredState:
 
 
 class OffsetStore:
+    """The offset store file. Saves re-encode only the records that changed since the
+    last one: with thousands of idle streams, a save is mostly a join of cached text."""
+
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, "offsets.json")
+        self._encoded: dict[str, tuple[StreamRecord, str]] = {}
 
     def load(self) -> StoredState | None:
         state = read_state(self.path, KIND, VERSION)
@@ -99,13 +104,27 @@ class OffsetStore:
         records: list[StreamRecord],
         retired: Iterable[Fingerprint] = (),
     ) -> None:
-        body = {
-            "instance": instance,
-            "saved_at": saved_at,
-            "streams": {r.stream: r.to_json() for r in records},
-            "retired": [fp.to_json() for fp in retired],
-        }
-        write_state(self.path, KIND, VERSION, body)
+        head = json.dumps(
+            {
+                "kind": KIND,
+                "version": VERSION,
+                "instance": instance,
+                "saved_at": saved_at,
+                "retired": [fp.to_json() for fp in retired],
+            },
+            separators=(",", ":"),
+        )
+        streams = ",".join(self._encode(r) for r in records)
+        self._encoded = {r.stream: self._encoded[r.stream] for r in records}
+        write_atomically(self.path, f'{head[:-1]},"streams":{{{streams}}}}}'.encode())
+
+    def _encode(self, record: StreamRecord) -> str:
+        cached = self._encoded.get(record.stream)
+        if cached is not None and cached[0] == record:
+            return cached[1]
+        text = json.dumps(record.stream) + ":" + json.dumps(record.to_json(), separators=(",", ":"))
+        self._encoded[record.stream] = (record, text)
+        return text
 
 
 def new_id() -> str:

@@ -1021,6 +1021,10 @@ class StreamManager:
                 self._retire(tailer)
                 self.registry.forget(tailer.stream)
 
+    def has_readable(self) -> bool:
+        """Whether a ready stream may be read now (not waiting for the offset store)."""
+        return len(self.ready) > len(self.unsaved) or bool(self.ready - self.unsaved)
+
     def saved(self, records: list[StreamRecord]) -> None:
         """The offset store now holds `records`: their streams may be read on."""
         for record in records:

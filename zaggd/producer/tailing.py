@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 0.5
 FULL_RESCAN_EVERY = 6  # rescans; the others list folders without a stat per file
+IDLE_WAIT_S = 0.1
+# New streams wait for the offset store; many at once share one save, at most this often.
+NEW_STREAM_SAVE_GAP_S = 0.05
 
 
 class TailerThread(Worker):
@@ -93,12 +96,18 @@ class TailerThread(Worker):
 
     def _loop(self) -> None:
         manager = self.manager
-        last_rescan = last_house = last_save = time.monotonic()
+        now = last_rescan = last_house = last_save = time.monotonic()
         rescans = 0
         while not self.stop_event.is_set():
             self.tick()
             self._run_calls()
-            for path in self._take_paths(0.0 if manager.ready else 0.1):
+            if manager.has_readable():
+                wait_s = 0.0
+            elif manager.unsaved:
+                wait_s = min(IDLE_WAIT_S, max(0.0, last_save + NEW_STREAM_SAVE_GAP_S - now))
+            else:
+                wait_s = IDLE_WAIT_S
+            for path in self._take_paths(wait_s):
                 manager.on_path(path)
             now = time.monotonic()
             requested = self.discovery.take_rescan_request()
@@ -108,7 +117,7 @@ class TailerThread(Worker):
                 manager.rescan(full=requested or rescans % FULL_RESCAN_EVERY == 0)
                 rescans += 1
                 last_rescan = now
-            if manager.unsaved:
+            if manager.unsaved and now - last_save >= NEW_STREAM_SAVE_GAP_S:
                 self.save_state()  # new streams are known to the store before their first block
                 last_save = now
             manager.read_round(self.config.read_bytes)
