@@ -2,23 +2,26 @@
 
 Everything runs inside one private network namespace made for the run
 (loopback only, guarded: no interface but `lo`), so no multicast reaches a
-real network. A producer and a collector are started; once the collector
-has heard the producer, a file of numbered 120-byte lines is moved into the
-watched folder, and the time until the collector has written every line is
-the measure. Each payload goes through tcp and through epgm at each rate.
+real network. For each case a producer and a collector start in it; once the
+collector has heard the producer, a file of numbered 120-byte lines is moved
+into the watched folder, and the time until the collector has written every
+line (checked byte for byte) is the measure.
 
 - small payload (`--small-kb`, default 250 kB): tcp, epgm at 100 kbit/s
-  (libzmq's ZMQ_RATE default, set explicitly) and epgm at 1 Gbit/s;
-- large payload (`--large-mb`, default 100 MB): tcp and epgm at 1 Gbit/s
-  and at the other `--rates`.
+  (libzmq's own ZMQ_RATE default, set explicitly) and epgm at 1 Gbit/s;
+- large payload (`--large-mb`, default 200 MB): tcp and epgm at each of
+  `--rates` (RATE or RATE@RECOVERY; without @, zaggd's default recovery
+  interval).
 
-Beside lines/s and MB/s each run prints how many bytes came by multicast and
-how many were repaired over the tcp replay channel (lost on multicast), and
-the collector's peak RSS. Ratios are against tcp on the same payload.
+Each line gives lines/s, MB/s, the ratio to tcp on the same payload, the
+share of bytes that came by replay over tcp instead of multicast, and both
+daemons' peak RSS: a PGM sender keeps up to rate x recovery interval of sent
+data for repairs, which shows in the producer's.
 
-    python bench/multicast.py [--small-kb 250] [--large-mb 100] [--rates 1Gbit,100Mbit]
+    python bench/multicast.py [--small-kb 250] [--large-mb 200] [--rates 1Gbit,100Mbit,100Mbit@10s]
 
 Needs root, iproute2 and a pyzmq with PGM (`zmq.has("pgm")`; scripts/setup.sh).
+Takes about a minute with the defaults.
 """
 
 from __future__ import annotations
@@ -42,25 +45,41 @@ from tests.helpers import (
     NetNamespaces,
     collector_config,
     producer_config,
+    stop_all,
     wait_until,
 )
+from zaggd.config import PgmConfig, parse_duration
 
 LINE_BYTES = 120
 GROUP = "239.192.77.1"
 DATA_PORT, REPLAY_PORT = 7450, 7451  # inside the private namespace: always free
-RATE_UNITS = {"kbit": 1, "mbit": 1000, "gbit": 1000**2}
+RATE_UNITS = {"Gbit": 1000**2, "Mbit": 1000, "kbit": 1}
 
 
-@dataclass
+@dataclass(frozen=True)
+class Case:
+    """tcp when rate_kbps is None; else epgm at that rate and recovery interval."""
+
+    rate_kbps: int | None = None
+    recovery_s: float = PgmConfig().recovery_interval_s
+
+    @property
+    def name(self) -> str:
+        if self.rate_kbps is None:
+            return "tcp"
+        return f"epgm {show_rate(self.rate_kbps)}, recovery {self.recovery_s:g} s"
+
+
+@dataclass(frozen=True)
 class Result:
-    name: str
+    case: Case
     lines: int
     size: int
     seconds: float
     repaired: int
     gaps: int
-    collector_rss_mb: float
     producer_rss_mb: float
+    collector_rss_mb: float
 
     @property
     def lines_per_s(self) -> float:
@@ -73,63 +92,56 @@ class Result:
 
 def parse_rate(text: str) -> int:
     """kbit/s from 100kbit, 100Mbit, 1Gbit."""
-    lower = text.lower()
     for unit, factor in RATE_UNITS.items():
-        if lower.endswith(unit):
-            return int(float(lower[: -len(unit)]) * factor)
-    return int(text)
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    raise SystemExit(f"expected a rate such as 100Mbit, got {text!r}")
+
+
+def parse_case(text: str) -> Case:
+    rate, _, recovery = text.partition("@")
+    if recovery:
+        return Case(parse_rate(rate), parse_duration(recovery))
+    return Case(parse_rate(rate))
 
 
 def show_rate(kbps: int) -> str:
-    for unit, factor in reversed(RATE_UNITS.items()):
+    for unit, factor in RATE_UNITS.items():
         if kbps >= factor and kbps % factor == 0:
-            return f"{kbps // factor} {unit[0].upper() if factor > 1 else 'k'}bit/s"
+            return f"{kbps // factor} {unit}/s"
     return f"{kbps} kbit/s"
 
 
-def wiring(rate_kbps: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """publish and subscribe sections: tcp when `rate_kbps` is None, else epgm at that rate.
-
-    The two differ in one endpoint line each, as a user's configs would.
-    """
+def wiring(case: Case) -> tuple[dict[str, Any], dict[str, Any]]:
+    """publish and subscribe sections; tcp and epgm differ in one endpoint line each."""
     replay = f"tcp://127.0.0.1:{REPLAY_PORT}"
-    if rate_kbps is None:
+    if case.rate_kbps is None:
         data = f"tcp://127.0.0.1:{DATA_PORT}"
-        return {"bind": [data], "replay": replay, "advertise": replay}, {"connect": [data]}
+        return {"bind": [data], "replay": replay}, {"connect": [data]}
     data = f"epgm://127.0.0.1;{GROUP}:{DATA_PORT}"
-    pgm = {"rate": rate_kbps}
-    return (
-        {"bind": [data], "replay": replay, "advertise": replay, "pgm": pgm},
-        {"connect": [data], "pgm": pgm},
-    )
+    pgm = {"rate": case.rate_kbps, "recovery_interval": case.recovery_s}
+    return {"bind": [data], "replay": replay, "pgm": pgm}, {"connect": [data], "pgm": pgm}
 
 
-def run_one(
-    base: Path,
-    nets: NetNamespaces,
-    ns: str,
-    name: str,
-    payload: Path,
-    rate_kbps: int | None,
-    timeout_s: float,
+def run_case(
+    base: Path, nets: NetNamespaces, ns: str, payload: Path, case: Case, timeout_s: float
 ) -> Result:
-    run_dir = base / name
+    run_dir = Path(tempfile.mkdtemp(dir=base))
     logs = run_dir / "logs"
-    logs.mkdir(parents=True)
-    publish, subscribe = wiring(rate_kbps)
+    logs.mkdir()
+    publish, subscribe = wiring(case)
     source = {"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}
     pcfg = producer_config(run_dir, "bench", [source], publish)
-    ccfg = collector_config(
-        run_dir, "c", subscribe, {"path": str(run_dir / "out" / "{topic}" / "{node}.log")}
-    )
+    out = run_dir / "out"
+    ccfg = collector_config(run_dir, "c", subscribe, {"path": f"{out}/{{topic}}/{{node}}.log"})
     prefix = nets.prefix(ns)
-    collector = Daemon("collector", ccfg, run_dir, prefix=prefix)
     producer = Daemon("producer", pcfg, run_dir, prefix=prefix)
+    collector = Daemon("collector", ccfg, run_dir, prefix=prefix)
     lines = payload.stat().st_size // LINE_BYTES
     try:
         collector.start()
         producer.start()
-        # The collector has heard a heartbeat, so it knows where to ask for replays.
+        # It has heard a heartbeat, so it knows the producer and where to ask for replays.
         wait_until(lambda: collector.status()["counters"]["heartbeats_in"] > 0, 30)
         staged = run_dir / "payload.log"
         os.link(payload, staged)
@@ -140,75 +152,50 @@ def run_one(
         )
         elapsed = time.monotonic() - start
         counters = collector.status()["counters"]
-        out = run_dir / "out" / "app" / "bench.log"
-        if out.read_bytes() != payload.read_bytes():
-            raise SystemExit(f"{name}: the output differs from the input")
+        if (out / "app" / "bench.log").read_bytes() != payload.read_bytes():
+            raise SystemExit(f"{case.name}: the output differs from the input")
         return Result(
-            name,
+            case,
             lines,
             payload.stat().st_size,
             elapsed,
             counters["bytes_repaired"],
             counters["gaps_found"],
-            peak_rss_mb(collector.pid),
             peak_rss_mb(producer.pid),
+            peak_rss_mb(collector.pid),
         )
     except BaseException:
         for daemon in (producer, collector):
-            print(
-                f"--- {name}: {daemon.kind} log (end)\n{daemon.output()[-2000:]}", file=sys.stderr
-            )
+            print(f"--- {case.name}: {daemon.kind} log\n{daemon.output()[-2000:]}", file=sys.stderr)
         raise
     finally:
-        for daemon in (producer, collector):
-            try:
-                daemon.stop()
-            except AssertionError:
-                daemon.kill()
+        stop_all(producer, collector)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def report(results: list[Result]) -> None:
-    tcp = results[0]
-    for r in results:
-        print(
-            f"  {r.name:24} {r.seconds:7.2f} s {r.lines_per_s:11,.0f} lines/s {r.mb_per_s:8.2f} MB/s"
-            f"  {r.lines_per_s / tcp.lines_per_s:6.3f} x tcp;"
-            f"  repaired by replay {r.repaired / r.size:6.1%} ({r.gaps} gaps);"
-            f"  peak RSS producer {r.producer_rss_mb:.0f} MB, collector {r.collector_rss_mb:.0f} MB",
-            flush=True,
-        )
-
-
 def run_payload(
-    base: Path,
-    nets: NetNamespaces,
-    ns: str,
-    label: str,
-    size: int,
-    rates: list[int],
-    timeout_s: float,
+    base: Path, nets: NetNamespaces, ns: str, label: str, size: int, cases: list[Case]
 ) -> None:
     payload = base / f"{label}.log"
     payload.write_bytes(make_lines(label, size // LINE_BYTES, LINE_BYTES))
     print(
-        f"{label} payload: {payload.stat().st_size / 1e6:.2f} MB, {size // LINE_BYTES:,} lines of {LINE_BYTES} bytes",
+        f"{label} payload: {payload.stat().st_size / 1e6:.2f} MB, "
+        f"{size // LINE_BYTES:,} lines of {LINE_BYTES} bytes",
         flush=True,
     )
-    results = [run_one(base, nets, ns, f"{label}-tcp", payload, None, timeout_s)]
-    for kbps in rates:
-        results.append(
-            run_one(
-                base,
-                nets,
-                ns,
-                f"{label}-epgm-{show_rate(kbps).replace(' ', '').replace('/s', '')}",
-                payload,
-                kbps,
-                timeout_s,
-            )
+    results: list[Result] = []
+    for case in [Case(), *cases]:
+        # Give every case three times as long as its rate needs, and a minute more.
+        slowest_s = size * 8 / 1000 / case.rate_kbps if case.rate_kbps else 0.0
+        results.append(run_case(base, nets, ns, payload, case, 60 + 3 * slowest_s))
+        r, tcp = results[-1], results[0]
+        print(
+            f"  {r.case.name:32} {r.seconds:7.2f} s {r.lines_per_s:11,.0f} lines/s "
+            f"{r.mb_per_s:8.2f} MB/s {r.lines_per_s / tcp.lines_per_s:7.3f} x tcp; "
+            f"by replay {r.repaired / r.size:6.1%} ({r.gaps} gaps); "
+            f"peak RSS producer {r.producer_rss_mb:.0f} MB, collector {r.collector_rss_mb:.0f} MB",
+            flush=True,
         )
-    report(results)
 
 
 def main() -> None:
@@ -216,8 +203,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--small-kb", type=int, default=250, help="the payload run at 100 kbit/s")
-    parser.add_argument("--large-mb", type=int, default=100)
-    parser.add_argument("--rates", default="1Gbit,100Mbit", help="epgm rates for the large payload")
+    parser.add_argument("--large-mb", type=int, default=200)
+    parser.add_argument(
+        "--rates", default="1Gbit,100Mbit,100Mbit@10s", help="RATE or RATE@RECOVERY, comma-separated"
+    )
     args = parser.parse_args()
     import zmq
 
@@ -227,13 +216,10 @@ def main() -> None:
     nets = NetNamespaces("zbm")
     try:
         ns = nets.add("lo")
-        small = args.small_kb * 1000
-        # 100 kbit/s is 12.5 kB/s: the small payload takes size / 12.5 kB s at best.
-        run_payload(base, nets, ns, "small", small, [100, 1_000_000], 60 + small / 12_500 * 3)
-        large = args.large_mb * 1_000_000
-        run_payload(
-            base, nets, ns, "large", large, [parse_rate(r) for r in args.rates.split(",")], 600
-        )
+        small = [Case(100), Case(1_000_000)]
+        run_payload(base, nets, ns, "small", args.small_kb * 1000, small)
+        large = [parse_case(text) for text in args.rates.split(",")]
+        run_payload(base, nets, ns, "large", args.large_mb * 1_000_000, large)
     finally:
         nets.close()
         shutil.rmtree(base, ignore_errors=True)

@@ -72,8 +72,10 @@ class CurveConfig:
 
 @dataclass(frozen=True, slots=True)
 class PgmConfig:
-    rate_kbps: int = 1_000_000
-    recovery_interval_s: float = 10.0
+    # 100 Mbit/s for 2 s: a producer keeps rate x interval (25 MB) for repairs;
+    # replays over tcp repair the rest. Why: docs/multicast.md.
+    rate_kbps: int = 100_000
+    recovery_interval_s: float = 2.0
     hops: int = 1
 
 

@@ -6,6 +6,7 @@ sockets must stay on one thread.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -14,7 +15,7 @@ import zmq
 
 from zaggd.config import PgmConfig
 from zaggd.errors import ZaggdError
-from zaggd.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES
+from zaggd.wire import MAX_FRAME_BYTES, MAX_HEADER_BYTES, MAX_TOPIC_BYTES, PACKED_TRAILER
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ def is_multicast(endpoint: str) -> bool:
 # overflow is a loss PGM must repair. Capped by net.core.rmem_max.
 PGM_RCVBUF_BYTES = 4 * 1024 * 1024
 RMEM_MAX_PATH = "/proc/sys/net/core/rmem_max"
+PGM_IP_PROTOCOL = 113  # IANA: PGM
+# Multicast messages are one frame each (wire.pack): topic, header, block, lengths.
+MAX_PACKED_BYTES = MAX_TOPIC_BYTES + MAX_HEADER_BYTES + MAX_FRAME_BYTES + PACKED_TRAILER.size
 
 
 def apply_pgm(sock: zmq.Socket, pgm: PgmConfig) -> None:  # type: ignore[type-arg]
@@ -46,6 +50,7 @@ def apply_pgm(sock: zmq.Socket, pgm: PgmConfig) -> None:  # type: ignore[type-ar
         # back-pressure to give anyway, so never let the pipe fill.
         sock.setsockopt(zmq.RCVHWM, 0)
         sock.setsockopt(zmq.RCVBUF, PGM_RCVBUF_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_PACKED_BYTES)
         warn_if_rmem_capped(PGM_RCVBUF_BYTES)
 
 
@@ -76,12 +81,16 @@ def attach(
     `before_connect(i)` runs before the i-th connect: a CURVE client pins each
     binder's own server key there (libzmq reads it at connect time).
     """
+    bind, connect = tuple(bind), tuple(connect)
+    for endpoint in (*bind, *connect):
+        if endpoint.startswith("pgm://"):
+            check_raw_pgm(endpoint)
     bound = []
     for endpoint in bind:
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
-            raise ZaggdError(f"cannot bind {endpoint}: {exc.strerror}") from None
+            raise ZaggdError(f"cannot bind {endpoint}: {_why(endpoint, exc)}") from None
         bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
     for index, endpoint in enumerate(connect):
         if before_connect is not None:
@@ -89,8 +98,29 @@ def attach(
         try:
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
-            raise ZaggdError(f"cannot connect to {endpoint}: {exc.strerror}") from None
+            raise ZaggdError(f"cannot connect to {endpoint}: {_why(endpoint, exc)}") from None
     return bound
+
+
+def _why(endpoint: str, exc: zmq.ZMQError) -> str:
+    # Without pyzmq's "(addr=...)": the message names the endpoint already.
+    text = zmq.strerror(exc.errno) if exc.errno is not None else str(exc.strerror)
+    if is_multicast(endpoint) and exc.errno == errno.EINVAL:
+        # What libzmq says when the address before ';' is on no interface here.
+        return f"{text} (is the address before ';' an IP address of this host?)"
+    return text
+
+
+def check_raw_pgm(endpoint: str) -> None:
+    """pgm:// needs raw IP sockets; without CAP_NET_RAW libzmq would abort the process later."""
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, PGM_IP_PROTOCOL).close()
+    except OSError as exc:
+        raise ZaggdError(
+            f"cannot use {endpoint}: pgm:// sends raw IP packets, which needs CAP_NET_RAW "
+            f"({exc.strerror}); use epgm:// (PGM over UDP), or grant the service "
+            "AmbientCapabilities=CAP_NET_RAW"
+        ) from None
 
 
 def limit_incoming(sock: zmq.Socket) -> None:  # type: ignore[type-arg]

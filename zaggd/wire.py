@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -221,6 +222,35 @@ def encode_gone(topic: bytes, gone: Gone) -> list[bytes]:
 def encode_hello(hello: Hello) -> list[bytes]:
     head = _dumps({"v": VERSION, "k": "hello", "node": hello.node, "instance": hello.instance})
     return [CONTROL_TOPIC, head, b""]
+
+
+# Over multicast each message is one frame: libzmq's PGM receiver queues the
+# frames of every sender on a group together, so two senders' multipart
+# messages interleave (a header of one with the block of another). The topic
+# leads, so SUB prefix filtering still works; the lengths trail.
+PACKED_TRAILER = struct.Struct(">HH")  # topic length, header length
+
+
+def pack(frames: Sequence[Any]) -> bytes:
+    """[topic, header, body] as one frame: topic, header, body, then their lengths."""
+    topic, head, body = frames
+    return b"".join((topic, head, body, PACKED_TRAILER.pack(len(topic), len(head))))
+
+
+def unpack(frame: bytes | memoryview) -> list[bytes | memoryview]:
+    """The three frames of a packed message, for decode(); ProtocolError if malformed."""
+    view = memoryview(frame)
+    if len(view) < PACKED_TRAILER.size:
+        raise ProtocolError(f"one-frame message of {len(view)} bytes has no length trailer")
+    topic_len, head_len = PACKED_TRAILER.unpack(view[-PACKED_TRAILER.size :])
+    body_start = topic_len + head_len
+    if body_start > len(view) - PACKED_TRAILER.size:
+        raise ProtocolError("one-frame message shorter than its topic and header lengths")
+    return [
+        bytes(view[:topic_len]),
+        bytes(view[topic_len:body_start]),
+        view[body_start : len(view) - PACKED_TRAILER.size],
+    ]
 
 
 def decode(frames: Sequence[bytes | memoryview]) -> Message:

@@ -118,6 +118,8 @@ class Collector:
 
     def workers(self) -> list[Worker]:
         workers: list[Worker] = [w for w in (self.subscriber, self.control) if w is not None]
+        if self.subscriber is not None and self.subscriber.checkpointer.is_alive():
+            workers.append(self.subscriber.checkpointer)
         if self.rotation is not None:
             workers += self.rotation.workers()
         return workers

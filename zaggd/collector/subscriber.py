@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 
 from zaggd import wire
-from zaggd.collector.checkpoint import Checkpoint, CheckpointState
+from zaggd.collector.checkpoint import Checkpoint, Checkpointer, CheckpointState
 from zaggd.collector.sequencer import StreamState, Verdict, judge, trim
 from zaggd.collector.writer import Writer, describe_files, is_disk_full
 from zaggd.config import CollectorConfig, FsyncPolicy, StartAt
@@ -71,6 +71,7 @@ class SubscriberThread(Worker):
         self.config = config
         self.counters = counters
         self.checkpoint = checkpoint
+        self.checkpointer = Checkpointer(checkpoint, on_crash)
         self.writer = writer
         self.rotation = rotation
         if rotation is not None:
@@ -127,6 +128,7 @@ class SubscriberThread(Worker):
             self._close_sockets()
             self.started.set()
             return
+        self.checkpointer.start()
         self.started.set()
         try:
             self._loop()
@@ -135,6 +137,8 @@ class SubscriberThread(Worker):
                 self.write_checkpoint()
             except (OSError, ZaggdError) as exc:
                 log.error("cannot write the final checkpoint: %s", exc)
+            self.checkpointer.stop()
+            self.checkpointer.join(timeout=30)
             self._close_sockets()
 
     def _open_sockets(self) -> None:
@@ -189,10 +193,10 @@ class SubscriberThread(Worker):
             while self.calls:
                 self.calls.pop(0)()
             now = time.monotonic()
+            if now < self._blocked_until:
+                time.sleep(min(0.2, self._blocked_until - now))
+                continue
             if self._held is not None:
-                if now < self._blocked_until:
-                    time.sleep(min(0.2, self._blocked_until - now))
-                    continue
                 msg, from_replay = self._held
                 self._held = None
                 if not self._handle(msg, from_replay):
@@ -228,7 +232,7 @@ class SubscriberThread(Worker):
             if is_router:
                 routing_id, frames = frames[0], frames[1:]
             try:
-                msg = wire.decode(frames)
+                msg = wire.decode(wire.unpack(frames[0]) if len(frames) == 1 else frames)
             except ProtocolError as exc:
                 self._drop("malformed message", str(exc))
                 continue
@@ -539,19 +543,30 @@ class SubscriberThread(Worker):
     def _maybe_checkpoint(self, now: float) -> None:
         if now < self._next_checkpoint:
             return
+        policy = self.config.output.fsync
+        failed = self.checkpointer.error is not None
         try:
-            self.write_checkpoint()
+            # After a failure, wait for the retry: intake stays paused until one succeeds.
+            self.write_checkpoint(wait=failed or policy is FsyncPolicy.ALWAYS)
         except OSError as exc:
             self._note_write_error(exc)
-            self._next_checkpoint = now + RETRY_INTERVAL_S
+            self._next_checkpoint = self._blocked_until = now + RETRY_INTERVAL_S
             return
-        policy = self.config.output.fsync
+        if failed:
+            self._resume_after_error()
         interval = self.config.output.fsync_interval_s
         self._next_checkpoint = now + (interval if policy is not FsyncPolicy.ALWAYS else 0.0)
 
-    def write_checkpoint(self) -> None:
-        """Flush (and fsync) the output, then record offsets and sizes that match it."""
-        self.writer.sync(self.config.output.fsync is not FsyncPolicy.NEVER)
+    def write_checkpoint(self, wait: bool = True) -> None:
+        """Record offsets and sizes that match the output, once the output is on disk.
+
+        The checkpointer thread fsyncs and saves; `wait` blocks until it has.
+        """
+        if self.config.output.fsync is FsyncPolicy.NEVER:
+            self.writer.sync(False)
+            fds: list[int] = []
+        else:
+            fds = self.writer.take_dirty()
         state = CheckpointState(
             streams={
                 st.key(): [st.expected, st.topic.decode("utf-8", "replace"), st.source, st.path]
@@ -561,7 +576,9 @@ class SubscriberThread(Worker):
             nodes=sorted(n.name for n in self.nodes.values() if n.known),
             rotations=self.rotation.intents() if self.rotation is not None else [],
         )
-        self.checkpoint.save(state)
+        seq = self.checkpointer.submit(state, fds)
+        if wait:
+            self.checkpointer.wait(seq)
         self.counters.add("checkpoints")
         if self.rotation is not None:
             self.rotation.after_checkpoint()

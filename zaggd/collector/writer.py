@@ -203,6 +203,15 @@ class Writer:
                 os.fsync(out.fh.fileno())
             out.dirty = False
 
+    def take_dirty(self) -> list[int]:
+        """Duplicated descriptors of the files written since the last call, to fsync elsewhere."""
+        fds = []
+        for out in self.files.values():
+            if out.dirty:
+                fds.append(os.dup(out.fh.fileno()))
+                out.dirty = False
+        return fds
+
     def close(self, path: str) -> None:
         out = self.files.pop(path, None)
         if out is not None:

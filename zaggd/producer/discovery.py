@@ -15,6 +15,7 @@ import queue
 import re
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -129,66 +130,97 @@ class Found:
 
 
 def scan(sources: tuple[Source, ...]) -> dict[str, Found]:
-    """Every regular file the sources name now (never through a symlink), with its source.
+    """Every regular file the sources name now (never through a symlink), with its source."""
+    return Scanner().scan(sources)[0]
 
-    This runs on every rescan over every watched file, so the common pattern
-    (a glob of folders, then a name glob) lists each folder once with
-    scandir, matches names with one regex, and stats nothing: the folder
-    entry tells a regular file and its inode.
+
+class Scanner:
+    """Lists the watched folders: every one, or (quick) only those changed since.
+
+    A rescan runs over every watched file, so the common pattern (a glob of
+    folders, then a name glob) lists each folder with scandir, matches names
+    with one regex and stats nothing: the folder entry tells a regular file
+    and its inode. A quick scan skips a folder whose mtime is the one it had
+    when last listed (no file added, removed or renamed in it since), unless
+    that mtime is too recent for the clock that sets it to be trusted.
     """
-    found: dict[str, Found] = {}
-    for source in sources:
-        by_name, by_path = _exclusions(source.exclude)
-        for pattern in source.paths:
-            for path, entry in _candidates(pattern):
-                if path in found:
-                    continue
-                name = entry.name if entry is not None else os.path.basename(path)
-                if (by_name is not None and by_name.match(name)) or (
-                    by_path is not None and by_path.match(path)
-                ):
-                    continue
-                try:
-                    if entry is not None:
-                        regular = entry.is_file(follow_symlinks=False)
-                    else:
-                        regular = stat.S_ISREG(os.stat(path, follow_symlinks=False).st_mode)
-                except OSError:
-                    continue
-                if regular:
-                    found[path] = Found(source, path, entry)
-    return found
 
+    RECENT_NS = 2_000_000_000
 
-def _candidates(pattern: str) -> Iterator[tuple[str, os.DirEntry[str] | None]]:
-    """Paths the glob names now, with their folder entry when listed by scandir."""
-    folder_glob, name_glob = os.path.split(pattern)
-    if not name_glob or "**" in name_glob:
-        for path in glob.iglob(pattern, recursive=True):
-            yield path, None
-        return
-    if _MAGIC.search(folder_glob):
-        folders: Iterable[str] = glob.iglob(folder_glob, recursive=True)
-    else:
-        folders = (folder_glob,)
-    if not _MAGIC.search(name_glob):
+    def __init__(self) -> None:
+        self._listed_at: dict[str, int] = {}  # folder -> its mtime when listed
+
+    def scan(
+        self, sources: tuple[Source, ...], quick: bool = False
+    ) -> tuple[dict[str, Found], set[str] | None]:
+        """The files found, and the folders listed (None: every folder was)."""
+        found: dict[str, Found] = {}
+        listed: set[str] | None = set()
+        for source in sources:
+            by_name, by_path = _exclusions(source.exclude)
+            for pattern in source.paths:
+                folder_glob, name_glob = os.path.split(pattern)
+                if not name_glob or "**" in name_glob or not _MAGIC.search(name_glob):
+                    listed = None  # named by glob alone: nothing skipped
+                    candidates = _globbed(pattern)
+                else:
+                    candidates = self._listed(folder_glob, name_glob, quick, listed)
+                for path, entry in candidates:
+                    if path in found:
+                        continue
+                    name = entry.name if entry is not None else os.path.basename(path)
+                    if (by_name is not None and by_name.match(name)) or (
+                        by_path is not None and by_path.match(path)
+                    ):
+                        continue
+                    try:
+                        if entry is not None:
+                            regular = entry.is_file(follow_symlinks=False)
+                        else:
+                            regular = stat.S_ISREG(os.stat(path, follow_symlinks=False).st_mode)
+                    except OSError:
+                        continue
+                    if regular:
+                        found[path] = Found(source, path, entry)
+        return found, listed
+
+    def _listed(
+        self, folder_glob: str, name_glob: str, quick: bool, listed: set[str] | None
+    ) -> Iterator[tuple[str, os.DirEntry[str] | None]]:
+        if _MAGIC.search(folder_glob):
+            folders: Iterable[str] = glob.iglob(folder_glob, recursive=True)
+        else:
+            folders = (folder_glob,)
+        name_re = glob_regex(name_glob)
+        hidden = name_glob.startswith(".")  # as glob: `*` does not match a leading dot
         for folder in folders:
-            path = os.path.join(folder, name_glob)
-            if os.path.lexists(path):
-                yield path, None
-        return
-    name_re = glob_regex(name_glob)
-    hidden = name_glob.startswith(".")  # as glob: `*` does not match a leading dot
-    for folder in folders:
-        try:
-            with os.scandir(folder or ".") as listing:
-                entries = list(listing)
-        except OSError:
-            continue
-        for entry in entries:
-            name = entry.name
-            if (hidden or name[0] != ".") and name_re.match(name):
-                yield entry.path, entry
+            folder = folder or "."
+            try:
+                mtime = os.stat(folder).st_mtime_ns
+            except OSError:
+                continue
+            if quick and self._is_unchanged(folder, mtime):
+                continue
+            try:
+                with os.scandir(folder) as listing:
+                    entries = list(listing)
+            except OSError:
+                continue
+            self._listed_at[folder] = mtime
+            if listed is not None:
+                listed.add(folder)
+            for entry in entries:
+                name = entry.name
+                if (hidden or name[0] != ".") and name_re.match(name):
+                    yield entry.path, entry
+
+    def _is_unchanged(self, folder: str, mtime: int) -> bool:
+        return self._listed_at.get(folder) == mtime and time.time_ns() - mtime > self.RECENT_NS
+
+
+def _globbed(pattern: str) -> Iterator[tuple[str, os.DirEntry[str] | None]]:
+    for path in glob.iglob(pattern, recursive=True):
+        yield path, None
 
 
 # Opening and reading a file (ours included) says nothing about its content;

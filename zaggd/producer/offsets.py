@@ -120,7 +120,7 @@ class OffsetStore:
 
     def _encode(self, record: StreamRecord) -> str:
         cached = self._encoded.get(record.stream)
-        if cached is not None and cached[0] == record:
+        if cached is not None and (cached[0] is record or cached[0] == record):
             return cached[1]
         text = json.dumps(record.stream) + ":" + json.dumps(record.to_json(), separators=(",", ":"))
         self._encoded[record.stream] = (record, text)

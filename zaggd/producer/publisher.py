@@ -76,6 +76,7 @@ class PublisherThread(Worker):
         self._changed: set[str] = set()
         self._cursor = 0
         self._joined = False
+        self._packed = False  # one frame per message, as multicast needs (wire.pack)
         self._sock: zmq.Socket | None = None  # type: ignore[type-arg]
         self.bound: list[str] = []
 
@@ -114,7 +115,8 @@ class PublisherThread(Worker):
         sock.setsockopt(zmq.LINGER, 2000)
         if self.config.connect:
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for collectors not there
-        if any(is_multicast(e) for e in (*self.config.bind, *self.config.connect)):
+        self._packed = any(is_multicast(e) for e in (*self.config.bind, *self.config.connect))
+        if self._packed:
             apply_pgm(sock, self.config.pgm)
         before_connect = None
         if self.config.curve is not None:
@@ -183,6 +185,8 @@ class PublisherThread(Worker):
         When stopping, the wait is bounded: what a stuck collector did not take
         it gets by replay later.
         """
+        if self._packed:
+            frames = [wire.pack(frames)]
         deadline = None
         pause_s = MIN_SEND_PAUSE_S
         while True:

@@ -54,7 +54,7 @@ from zaggd.identity import (
     rotation_root,
 )
 from zaggd.metrics import Counters
-from zaggd.producer.discovery import Found, scan, source_of, watched_folders
+from zaggd.producer.discovery import Found, Scanner, scan, source_of, watched_folders
 from zaggd.producer.offsets import StoredState, StreamRecord, new_id
 from zaggd.producer.tailer import Block, Tailer
 
@@ -171,6 +171,8 @@ class StreamManager:
         self.unsaved: set[str] = set()
         self.first_start = True
         self.dirty = False
+        self.scanner = Scanner()
+        self._records: dict[str, tuple[tuple[object, ...], StreamRecord]] = {}
         self.retire_after_s = max(
             RETIRE_AFTER_S, RETIRE_AFTER_HEARTBEATS * config.publish.heartbeat_interval_s
         )
@@ -405,16 +407,19 @@ class StreamManager:
     def rescan(self, full: bool = True) -> None:
         """Look at every watched path: new files, replaced files, and (`full`) growth
         that no event told of, which needs a stat of every closed file."""
-        found = scan(self.config.sources)
+        found, listed = self.scanner.scan(self.config.sources, quick=not full)
         for path, item in found.items():
             try:
                 self._look_at(path, item, full)
             except OSError:
                 continue  # gone since the listing: its event comes
-        for path in [p for p in self.live if p not in found]:
-            self.on_path(path)
+        if listed is None or listed:  # a live file gone from a folder listed now
+            for path in [p for p in self.live if p not in found]:
+                if listed is None or path.rpartition("/")[0] in listed:
+                    self.on_path(path)
         self.ready.update(self.opened)
-        self._check_closed_rotated()
+        if full:
+            self._check_closed_rotated()
         self.first_start = False
 
     def _check_closed_rotated(self) -> None:
@@ -1034,21 +1039,30 @@ class StreamManager:
             self.unsaved.discard(record.stream)
 
     def records(self) -> list[StreamRecord]:
-        return [
-            StreamRecord(
-                t.stream,
-                t.source,
-                t.topic.decode("utf-8"),
-                t.path,
-                t.file_id,
-                t.offset,
-                t.rotated,
-                t.finished,
-                t.last_size,
-                t.floor,
-            )
-            for t in self.tailers.values()
-        ]
+        """What the offset store is to hold; a stream unchanged since keeps its record."""
+        cache = self._records
+        out = []
+        for t in self.tailers.values():
+            key = (t.path, t.file_id, t.offset, t.rotated, t.finished, t.last_size, t.floor)
+            cached = cache.get(t.stream)
+            if cached is None or cached[0] != key:
+                record = StreamRecord(
+                    t.stream,
+                    t.source,
+                    t.topic.decode("utf-8"),
+                    t.path,
+                    t.file_id,
+                    t.offset,
+                    t.rotated,
+                    t.finished,
+                    t.last_size,
+                    t.floor,
+                )
+                cached = cache[t.stream] = (key, record)
+            out.append(cached[1])
+        if len(cache) > 2 * len(out):
+            self._records = {r.stream: cache[r.stream] for r in out}
+        return out
 
     def close_all(self) -> None:
         for tailer in self.tailers.values():

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_INTERVAL_S = 0.5
 FULL_RESCAN_EVERY = 6  # rescans; the others list folders without a stat per file
-IDLE_WAIT_S = 0.1
+IDLE_WAIT_S = 0.25  # an event wakes the loop at once; this paces housekeeping and ticks
 # New streams wait for the offset store; many at once share one save, at most this often.
 NEW_STREAM_SAVE_GAP_S = 0.05
 
