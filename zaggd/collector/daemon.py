@@ -69,31 +69,14 @@ class Collector:
         self.rotation: Any = None
 
     def start(self) -> None:
-        cfg = self.config
-        ensure_dir(cfg.state_dir)
-        writer = Writer(cfg.output)
-        writer.check_writable()
-        checkpoint = Checkpoint(cfg.state_dir)
-        restored = checkpoint.load()
-        self.rotation = self._make_rotation(writer, restored)
-        if restored is not None:
-            recover_files(restored)
+        ensure_dir(self.config.state_dir)
+        Writer(self.config.output).check_writable()
         self.context = zmq.Context()
-        self.subscriber = SubscriberThread(
-            self.context,
-            cfg,
-            self.counters,
-            checkpoint,
-            restored,
-            writer,
-            self.service.crash,
-            self.rotation,
-        )
-        self.subscriber.start()
-        if not self.subscriber.started.wait(START_TIMEOUT_S):
-            raise ZaggdError("the subscriber did not start in time")
+        self._start_subscriber(self.config)
+        assert self.subscriber is not None
         if self.subscriber.error is not None:
             raise self.subscriber.error
+        cfg = self.config
         self.control = ControlServer(
             os.path.join(cfg.state_dir, SOCKET_NAME), self.snapshot, self.service.crash
         )
@@ -169,20 +152,31 @@ class Collector:
         old = self.subscriber
         old.stop()
         old.join(timeout=30)
-        checkpoint = Checkpoint(new.state_dir)
-        restored = checkpoint.load()
-        writer = old.writer
-        writer.close_all()
-        writer = Writer(new.output)
-        self.config = new
+        old.writer.close_all()
         if self.rotation is not None:
             self.rotation.stop()  # its pending seals are in the checkpoint: the new one resumes them
+        self.config = new
+        try:
+            self._start_subscriber(new)
+            error = self.subscriber.error
+        except ZaggdError as exc:
+            error = exc
+        if error is not None:
+            log.error("reload: the new subscriber failed to start: %s", error)
+            self.service.crash("zaggd-subscriber")
+
+    def _start_subscriber(self, cfg: CollectorConfig) -> None:
+        """Recover the output to the checkpoint, then start taking messages."""
+        assert self.context is not None
+        writer = Writer(cfg.output)
+        checkpoint = Checkpoint(cfg.state_dir)
+        restored = checkpoint.load()
         self.rotation = self._make_rotation(writer, restored)
         if restored is not None:
             recover_files(restored)
         self.subscriber = SubscriberThread(
             self.context,
-            new,
+            cfg,
             self.counters,
             checkpoint,
             restored,
@@ -191,9 +185,8 @@ class Collector:
             self.rotation,
         )
         self.subscriber.start()
-        if not self.subscriber.started.wait(START_TIMEOUT_S) or self.subscriber.error is not None:
-            log.error("reload: the new subscriber failed to start: %s", self.subscriber.error)
-            self.service.crash("zaggd-subscriber")
+        if not self.subscriber.started.wait(START_TIMEOUT_S):
+            raise ZaggdError("the subscriber did not start in time")
 
     def shutdown(self) -> bool:
         clean = stop_threads([self.subscriber, self.control], 20.0)
