@@ -205,7 +205,9 @@ def main() -> None:
     parser.add_argument("--small-kb", type=int, default=250, help="the payload run at 100 kbit/s")
     parser.add_argument("--large-mb", type=int, default=200)
     parser.add_argument(
-        "--rates", default="1Gbit,100Mbit,100Mbit@10s", help="RATE or RATE@RECOVERY, comma-separated"
+        "--rates",
+        default="1Gbit,100Mbit,100Mbit@10s",
+        help="RATE or RATE@RECOVERY, comma-separated",
     )
     args = parser.parse_args()
     import zmq

@@ -1079,7 +1079,11 @@ def _publish_replay(section: _Section, binds: bool, endpoints: Endpoints) -> tup
             )
         _check_no_clash(endpoints + replay)
         return _urls(replay)
-    unicast = sum(1 for endpoint, _ in endpoints if not endpoint.is_multicast)
+    for endpoint, item in endpoints:
+        if endpoint.is_multicast:
+            # With publish.connect there is no replay endpoint to advertise: gaps could never be repaired.
+            item.fail("a multicast endpoint goes under publish.bind, so heartbeats can advertise the replay endpoint")
+    unicast = len(endpoints)
     if not section.has("replay"):
         if unicast:
             section.missing("replay", "one collector replay endpoint per connect endpoint")

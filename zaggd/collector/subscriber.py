@@ -40,6 +40,7 @@ REPLAY_WINDOW_BYTES = 8 * 1048576
 REPLAY_TIMEOUT_S = 10.0
 MAX_REPLAYS_IN_FLIGHT = 8
 MAINTENANCE_INTERVAL_S = 0.1
+DEAF_AFTER_S = 10.0
 RETRY_INTERVAL_S = 1.0
 BATCH_MESSAGES = 256
 
@@ -83,6 +84,10 @@ class SubscriberThread(Worker):
         self.nodes: dict[str, NodeState] = {}
         self.gapped: set[tuple[str, str]] = set()
         self.topics = tuple(t.encode("utf-8") for t in config.subscribe.topics)
+        self._multicast = any(
+            is_multicast(e) for e in (*config.subscribe.bind, *config.subscribe.connect)
+        )
+        self._last_sub_message = 0.0
         self._dealers: dict[str, zmq.Socket] = {}  # type: ignore[type-arg]
         self._router: zmq.Socket | None = None  # type: ignore[type-arg]
         self._sub: zmq.Socket | None = None  # type: ignore[type-arg]
@@ -143,26 +148,7 @@ class SubscriberThread(Worker):
 
     def _open_sockets(self) -> None:
         cfg = self.config.subscribe
-        sub = self.context.socket(zmq.SUB)
-        self._sub = sub
-        sub.setsockopt(zmq.RCVHWM, cfg.receive_hwm)
-        sub.setsockopt(zmq.LINGER, 0)
-        limit_incoming(sub)
-        if any(is_multicast(e) for e in (*cfg.bind, *cfg.connect)):
-            apply_pgm(sub, cfg.pgm)
-        before_connect = None
-        if cfg.curve is not None:
-            from zaggd.security import apply_curve, node_of_key, pin_server_keys
-
-            apply_curve(sub, cfg.curve, cfg.bind != ())
-            before_connect = pin_server_keys(sub, cfg.curve)
-            if cfg.bind:
-                self.key_node = node_of_key(self.context)
-        sub.setsockopt(zmq.SUBSCRIBE, wire.CONTROL_TOPIC)
-        for topic in self.topics:
-            sub.setsockopt(zmq.SUBSCRIBE, topic)
-        self.bound = attach(sub, cfg.bind, cfg.connect, before_connect)
-        self._poller.register(sub, zmq.POLLIN)
+        self._open_sub()
         if cfg.bind and cfg.replay:
             router = self.context.socket(zmq.ROUTER)
             self._router = router
@@ -178,6 +164,45 @@ class SubscriberThread(Worker):
             self.bound += attach(router, (cfg.replay,), ())
             self._poller.register(router, zmq.POLLIN)
 
+    def _open_sub(self) -> None:
+        cfg = self.config.subscribe
+        sub = self.context.socket(zmq.SUB)
+        self._sub = sub
+        sub.setsockopt(zmq.RCVHWM, cfg.receive_hwm)
+        sub.setsockopt(zmq.LINGER, 0)
+        limit_incoming(sub)
+        if self._multicast:
+            apply_pgm(sub, cfg.pgm)
+        before_connect = None
+        if cfg.curve is not None:
+            from zaggd.security import apply_curve, node_of_key, pin_server_keys
+
+            apply_curve(sub, cfg.curve, cfg.bind != ())
+            before_connect = pin_server_keys(sub, cfg.curve)
+            if cfg.bind:
+                self.key_node = node_of_key(self.context)
+        sub.setsockopt(zmq.SUBSCRIBE, wire.CONTROL_TOPIC)
+        for topic in self.topics:
+            sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self.bound = attach(sub, cfg.bind, cfg.connect, before_connect)
+        self._poller.register(sub, zmq.POLLIN)
+        self._last_sub_message = time.monotonic()
+
+    def _reopen_if_deaf(self, now: float) -> None:
+        """libzmq's PGM receiver can go silent for good after a large loss: start it afresh.
+
+        Heartbeats arrive every second from every producer, so a multicast SUB
+        that hears nothing for DEAF_AFTER_S, after producers were heard, is deaf.
+        """
+        if not self._multicast or not self.nodes or self._sub is None:
+            return
+        silent_s = now - self._last_sub_message
+        if silent_s < DEAF_AFTER_S:
+            return
+        log.warning("no multicast traffic for %.0f s; reopening the subscription (replays fill the gap)", silent_s)
+        self._poller.unregister(self._sub)
+        self._sub.close(linger=0)
+        self._open_sub()
     def _close_sockets(self) -> None:
         for sock in [self._sub, self._router, *self._dealers.values()]:
             if sock is not None:
@@ -210,6 +235,7 @@ class SubscriberThread(Worker):
             now = time.monotonic()
             if now >= next_maintenance:
                 self._ask_replays(now)
+                self._reopen_if_deaf(now)
                 next_maintenance = now + MAINTENANCE_INTERVAL_S
             if self._held is None:
                 self._maybe_checkpoint(now)
@@ -228,6 +254,8 @@ class SubscriberThread(Worker):
                     frames = [part.bytes for part in parts]
             except zmq.Again:
                 return
+            if not from_replay:
+                self._last_sub_message = time.monotonic()
             routing_id = b""
             if is_router:
                 routing_id, frames = frames[0], frames[1:]

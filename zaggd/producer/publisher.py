@@ -19,8 +19,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 
