@@ -36,12 +36,16 @@ class ControlServer(Worker):
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise ZaggdError(f"{path}: cannot replace the control socket: {exc.strerror}") from None
+            raise ZaggdError(
+                f"{path}: cannot replace the control socket: {exc.strerror or exc}"
+            ) from None
         old_umask = os.umask(0o177)
         try:
             self._sock.bind(path)
         except OSError as exc:
-            raise ZaggdError(f"{path}: cannot bind the control socket: {exc.strerror}") from None
+            raise ZaggdError(
+                f"{path}: cannot bind the control socket: {exc.strerror or exc}"
+            ) from None
         finally:
             os.umask(old_umask)
         self._sock.listen(8)

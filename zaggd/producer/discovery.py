@@ -1,9 +1,11 @@
 """Discovery: watchdog events and a periodic rescan, turned into paths to look at.
 
 watchdog calls our handler on its own thread; the handler only puts paths on
-a bounded queue. When the queue overflows (or inotify itself did), a rescan
-is asked for instead, so nothing is missed for long: the rescan also runs on
-an interval for file systems inotify cannot watch (NFS).
+a bounded queue. When the queue overflows, a rescan is asked for instead, so
+nothing is missed for long: the rescan also runs on an interval for file
+systems inotify cannot watch (NFS), and catches what an inotify overflow
+lost (watchdog does not report one). Only events that can mean new content
+are taken: opening, reading and closing a file, ours included, are not.
 """
 
 from __future__ import annotations

@@ -1,8 +1,15 @@
 """OffsetStore: per stream, the file identity, its path and how far it was read.
 
-Written atomically to `state_dir/offsets.json` on an interval and at shutdown,
-and read once at start so the producer resumes every stream where it left
-off. Resuming a little behind is harmless: collectors drop duplicates.
+Written atomically (temp file, fsync, rename) to `state_dir/offsets.json`, a
+versioned JSON file, on an interval, at shutdown and before the first block of
+a new stream; read once at start so the producer resumes every stream where it
+left off. Resuming a little behind is harmless: collectors drop duplicates.
+
+Besides the identity and offset, a record keeps the largest size the file was
+seen at (to count what a truncation or deletion while stopped lost), the floor
+`start_at: end` set, and whether the stream is finished (its file gone, still
+announced for a while). The store also keeps the first bytes of recently
+retired streams, so a copy of one found after a restart is not read again.
 """
 
 from __future__ import annotations

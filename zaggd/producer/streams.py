@@ -2,25 +2,36 @@
 
 It owns every Tailer and answers the events of a file's life:
 
-- a new file at a watched path becomes a stream, read from offset 0 (or, for
-  files found at the very first start, from `start_at`);
+- a new file at a watched path becomes a stream, read from offset 0 (for
+  files found at the very first start with `start_at: end`, its first block
+  is empty and moves the offset to the end: collectors then expect no more);
 - a rename (logrotate `create`, `dateext`, apps that reopen): the old
   instance is followed by inode under its new name and read to its very end,
   as long as it grows; the new file at the path is a new stream from 0;
 - a truncation (copytruncate), also one that regrew past our offset between
   two looks (the first bytes differ): the unread rest comes from the rotated
-  copy, found by fingerprint in the same folder; the path starts anew;
-- a deletion: the open handle is read to its end, then closed;
+  copy, found by fingerprint in the same folder (or decompressed, once
+  delaycompress compressed it); the new content is a new stream from 0;
+- a deletion: the open handle is read to its end, then closed; a file
+  deleted while its handle was closed goes on in a copy, if one exists;
 - idleness: handles of idle files are closed after `close_idle` and reopened
   when the file grows, and never more than `max_open_files` are open;
 - a restart: every stored stream is found again by identity wherever it was
   renamed, copied or compressed to while we were stopped, and rotated files
   we never saw (created and rotated away while stopped) are read from 0.
 
-A finished stream (read to its end, file gone) stays announced for a while so
-that heartbeats still tell collectors its end and replays can still be asked,
-then it is retired. Bytes that can no longer be had are counted in
-`bytes_lost` and logged once, with the stream and the byte range. Only the
+Every look at a file (an event, a read) checks it is still the content the
+stream read, so content replaced between two looks is read by a new stream or
+counted as lost, never skipped. A stream is read only once the offset store
+holds it with a fingerprint covering what is read: after a kill -9 it is found
+again under the same id (collectors drop what they had), and told from new
+content at its inode.
+
+A finished stream (read to its end, file gone) stays announced for
+RETIRE_AFTER_S so that heartbeats still tell collectors its end and replays
+can still be asked, then it is retired: a collector cut off for longer may
+miss a stream it never heard of. Bytes that can no longer be had are counted
+in `bytes_lost` and logged once, with the stream and the byte range. Only the
 tailer thread calls into this class.
 """
 
@@ -212,8 +223,18 @@ class StreamManager:
         self.dirty = True
 
     def _is_instance(self, path: str, record: StreamRecord) -> bool:
-        """The stored file instance, unclaimed, at `path`, and not cut back since."""
+        """The stored file instance, unclaimed, at `path`, and not cut back since.
+
+        A stream that read nothing (no fingerprint) is taken to be renamed only
+        to a rotation of its own name: anything matches no bytes at all.
+        """
         st = _stat(path)
+        if record.file_id.fingerprint.size == 0 and path != record.path:
+            same_root = rotation_root(os.path.basename(path)) == rotation_root(
+                os.path.basename(record.path)
+            )
+            if not same_root:
+                return False
         return (
             st is not None
             and record.file_id.is_same_inode(st)
@@ -246,8 +267,16 @@ class StreamManager:
             "stream copied while stopped: %s -> %s (stream %s)", record.path, path, record.stream
         )
         tailer = self._resume(record, source, path, file_id, saved_at, renamed=False)
+        tailer.saved_fingerprint_size = -1  # the store must learn its new identity
+        self.unsaved.add(tailer.stream)
+        # Seen in the file before the stop, yet not in the copy: written between
+        # logrotate's copy and its truncation.
+        lost_from = max(record.offset, size)
+        if record.last_size > lost_from:
+            self._lose(tailer, lost_from, record.last_size, "written after the copy")
+        tailer.last_size = size
         if size < record.offset:
-            self._finish(tailer, "its copy holds nothing more to read")
+            self._finish(tailer, "its copy holds nothing more to read", record.offset)
         return True
 
     def _resume_compressed(self, record: StreamRecord, source: Source, listings: _Listings) -> bool:
@@ -264,6 +293,7 @@ class StreamManager:
         tailer.topic = record.topic.encode("utf-8")
         tailer.rotated = tailer.decompressed = True
         tailer.last_size = record.last_size
+        _settle_last_size(tailer, os.fstat(found.fd).st_size, self._lose)
         log.info(
             "stream compressed while stopped: %s -> %s, reading on from %d (stream %s)",
             record.path,
@@ -480,6 +510,20 @@ class StreamManager:
             self._finish(tailer, "its file is gone; the inode holds another file now")
         return None
 
+    def _is_claimed(self, st: os.stat_result, path: str) -> bool:
+        """Whether a stream surely is the file at `path`. A closed one that read
+        nothing (no fingerprint) only guessed it by name: a copy's first bytes win."""
+        owner = self._owner(st, path)
+        return owner is not None and not _is_weak(owner)
+
+    def _claim(self, tailer: Tailer) -> None:
+        """`tailer` is the file at its inode: a stream that only guessed so gives way."""
+        key = (tailer.file_id.device, tailer.file_id.inode)
+        other = self.tailers.get(self.by_inode.get(key, tailer.stream))
+        if other is not None and other is not tailer and _is_weak(other):
+            self._finish(other, "another stream's copy took its inode")
+        self.by_inode[key] = tailer.stream
+
     def _is_inode_reused(self, tailer: Tailer, path: str) -> bool:
         """A closed stream's inode at `path` with other first bytes: deleted, then reused.
 
@@ -586,7 +630,7 @@ class StreamManager:
         if tailer.file_id.fingerprint.size > tailer.saved_fingerprint_size:
             self.unsaved.add(sid)
         self.tailers[sid] = tailer
-        self.by_inode[(tailer.file_id.device, tailer.file_id.inode)] = sid
+        self._claim(tailer)
         self.at_path[tailer.path] = sid
         if not tailer.rotated:
             self.live[tailer.path] = sid
@@ -645,13 +689,10 @@ class StreamManager:
                 del self.at_path[old_path]
             log.info("stream deleted or moved away: %s (stream %s)", old_path, tailer.stream)
             self.ready.add(tailer.stream)
-        elif self._owns_inode(tailer):
+        elif not tailer.finished:
             self._forget(tailer)
             if not self._continue_in_copy(tailer, old_path, tailer.intact_at - MTIME_SLACK_S):
                 self._finish(tailer, "deleted while its handle was closed")
-
-    def _owns_inode(self, tailer: Tailer) -> bool:
-        return self.by_inode.get((tailer.file_id.device, tailer.file_id.inode)) == tailer.stream
 
     def _follow_compressed(self, tailer: Tailer) -> bool:
         """A closed stream whose file was compressed (delaycompress): read on from a copy."""
@@ -661,7 +702,8 @@ class StreamManager:
         found = open_compressed_copy(tailer.file_id.fingerprint, candidates)
         if found is None:
             return False
-        if os.fstat(found.fd).st_size <= tailer.offset:
+        size = os.fstat(found.fd).st_size
+        if size <= tailer.offset:
             os.close(found.fd)
             return False
         log.info(
@@ -672,10 +714,11 @@ class StreamManager:
             tailer.stream,
         )
         self._forget(tailer)
+        _settle_last_size(tailer, size, self._lose)
         tailer.file_id = found.file_id
         tailer.decompressed = True
         self._move(tailer, found.path)
-        self.by_inode[(found.file_id.device, found.file_id.inode)] = tailer.stream
+        self._claim(tailer)
         self._attach(tailer, found.fd)
         self.ready.add(tailer.stream)
         return True
@@ -687,6 +730,8 @@ class StreamManager:
             st = _stat(path)
             if st is None or not tailer.file_id.is_same_inode(st):
                 continue
+            if self.by_inode.get((st.st_dev, st.st_ino), tailer.stream) != tailer.stream:
+                continue  # another stream holds it now
             # A closed handle does not hold the inode: with other first bytes it is
             # another file's now (a new copy takes a freed inode at once on ext4).
             if tailer.fd is not None or not self._is_inode_reused(tailer, path):
@@ -807,6 +852,9 @@ class StreamManager:
 
     def _recover_truncation(self, tailer: Tailer) -> None:
         """copytruncate: finish the old stream from the rotated copy; the path starts anew."""
+        if tailer.decompressed:  # our own copy: never cut back, only shorter than expected
+            self._finish(tailer, "its decompressed copy ends early")
+            return
         self.counters.add("streams_truncated")
         path = tailer.path
         since = tailer.intact_at - MTIME_SLACK_S
@@ -880,7 +928,7 @@ class StreamManager:
         tailer.stalled_size = -1
         tailer.last_size = copy_size
         self._move(tailer, copy_path)
-        self.by_inode[(copy_id.device, copy_id.inode)] = tailer.stream
+        self._claim(tailer)
         if copy_size < tailer.offset:
             self._finish(tailer, "its copy holds nothing more to read")
         else:
@@ -914,7 +962,7 @@ class StreamManager:
             if short and rotation_root(os.path.basename(candidate)) != root:
                 continue
             st = _stat(candidate)
-            if st is None or not stat.S_ISREG(st.st_mode) or self._owner(st, candidate):
+            if st is None or not stat.S_ISREG(st.st_mode) or self._is_claimed(st, candidate):
                 continue
             if (short and st.st_mtime < since) or (best is not None and st.st_mtime <= best[0]):
                 continue
@@ -1141,6 +1189,20 @@ def _head_of(path: str) -> bytes | None:
         return os.pread(fd, FINGERPRINT_BYTES, 0)
     finally:
         os.close(fd)
+
+
+def _is_weak(tailer: Tailer) -> bool:
+    """A closed stream that read nothing: its claim on an inode is a guess."""
+    return tailer.fd is None and tailer.file_id.fingerprint.size == 0
+
+
+def _settle_last_size(
+    tailer: Tailer, size: int, lose: Callable[[Tailer, int, int, str], None]
+) -> None:
+    """A copy shorter than the file was seen: what lies past it exists nowhere now."""
+    if tailer.last_size > size:
+        lose(tailer, max(size, tailer.offset), tailer.last_size, "not in its compressed copy")
+        tailer.last_size = size
 
 
 def _is_deleted(tailer: Tailer) -> bool:

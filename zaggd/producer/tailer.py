@@ -3,9 +3,15 @@
 A block covers file bytes [start, end) and carries complete lines only; a
 partial last line waits for its newline. Lines longer than max_line_bytes are
 split, truncated or skipped by policy. The cut is a pure function of the
-file's bytes and the offset it starts at (a long line's tail is recognised by
-the byte before the offset), so the replay server, reading the same range
-later, produces the same lines as the tailer did.
+file's bytes, the offset it starts at (a long line's tail is recognised by
+the byte before the offset) and the stream's floor (what `start_at: end`
+skipped goes as one empty block), so the replay server, reading the same
+range later, produces the same lines as the tailer did.
+
+A Tailer also tells whether its file is still the content it read: cut back
+below what it saw, or other first bytes (truncated and regrown past our
+offset between two looks), checked before a read and again after it, so a
+truncation racing a read never passes new bytes off as old ones.
 """
 
 from __future__ import annotations

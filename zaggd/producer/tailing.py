@@ -1,10 +1,15 @@
 """TailerThread: the loop that turns file events into blocks for the publisher.
 
 It alone calls the StreamManager: paths from discovery, rescans on an
-interval, one block per ready stream per round (so one busy file cannot
-starve the others), idle handles closed, the offset store written when
-something changed. Blocks go to the publisher's bounded queue; when it is
-full the loop waits there, and reading stops: back-pressure to the files.
+interval (most of them list only the folders that changed; every
+FULL_RESCAN_EVERY-th also stats every file, for growth no event told of),
+one block per ready stream per round (so one busy file cannot starve the
+others), idle handles closed, the offset store written when something
+changed, and at once (at most every NEW_STREAM_SAVE_GAP_S) when a stream is
+new to it: no block of a stream goes out before the store can find it again.
+Blocks go to the publisher's bounded queue; when it is full the loop waits
+there, and reading stops: back-pressure to the files. When nothing happens
+the loop wakes IDLE_WAIT_S apart, to keep its CPU use near nothing.
 """
 
 from __future__ import annotations
