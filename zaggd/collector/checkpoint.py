@@ -110,6 +110,11 @@ class Checkpointer(Worker):
             if self._saved < seq and self.error is not None:
                 raise self.error
 
+    def save_now(self, state: CheckpointState, fds: list[int]) -> None:
+        """fsync and save on the caller's thread: for when this thread is not running."""
+        self._sync(fds)
+        self.checkpoint.save(state)
+
     def work(self) -> None:
         while True:
             self.tick()

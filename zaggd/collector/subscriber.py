@@ -604,9 +604,12 @@ class SubscriberThread(Worker):
             nodes=sorted(n.name for n in self.nodes.values() if n.known),
             rotations=self.rotation.intents() if self.rotation is not None else [],
         )
-        seq = self.checkpointer.submit(state, fds)
-        if wait:
-            self.checkpointer.wait(seq)
+        if self.checkpointer.is_alive():
+            seq = self.checkpointer.submit(state, fds)
+            if wait:
+                self.checkpointer.wait(seq)
+        else:
+            self.checkpointer.save_now(state, fds)
         self.counters.add("checkpoints")
         if self.rotation is not None:
             self.rotation.after_checkpoint()
