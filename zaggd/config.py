@@ -1082,7 +1082,9 @@ def _publish_replay(section: _Section, binds: bool, endpoints: Endpoints) -> tup
     for endpoint, item in endpoints:
         if endpoint.is_multicast:
             # With publish.connect there is no replay endpoint to advertise: gaps could never be repaired.
-            item.fail("a multicast endpoint goes under publish.bind, so heartbeats can advertise the replay endpoint")
+            item.fail(
+                "a multicast endpoint goes under publish.bind, so heartbeats can advertise the replay endpoint"
+            )
     unicast = len(endpoints)
     if not section.has("replay"):
         if unicast:

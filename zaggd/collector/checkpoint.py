@@ -105,7 +105,9 @@ class Checkpointer(Worker):
             while self._saved < seq and self._failed < seq:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise OSError(errno.ETIMEDOUT, "checkpoint write timed out", self.checkpoint.path)
+                    raise OSError(
+                        errno.ETIMEDOUT, "checkpoint write timed out", self.checkpoint.path
+                    )
                 self._cond.wait(min(left, 0.25))
             if self._saved < seq and self.error is not None:
                 raise self.error

@@ -199,10 +199,14 @@ class SubscriberThread(Worker):
         silent_s = now - self._last_sub_message
         if silent_s < DEAF_AFTER_S:
             return
-        log.warning("no multicast traffic for %.0f s; reopening the subscription (replays fill the gap)", silent_s)
+        log.warning(
+            "no multicast traffic for %.0f s; reopening the subscription (replays fill the gap)",
+            silent_s,
+        )
         self._poller.unregister(self._sub)
         self._sub.close(linger=0)
         self._open_sub()
+
     def _close_sockets(self) -> None:
         for sock in [self._sub, self._router, *self._dealers.values()]:
             if sock is not None:
