@@ -106,29 +106,15 @@ def kill_repeatedly(daemon: Daemon, writer: Writer, kills: int) -> None:
 
 
 @pytest.mark.slow
-def test_collector_killed_ten_times(tmp_path: Path) -> None:
+@pytest.mark.parametrize("victim", ["collector", "producer"])
+def test_killed_ten_times(tmp_path: Path, victim: str) -> None:
     producer, (collector,), logs = pair(tmp_path)
     try:
         collector.start()
         producer.start()
         writer = Writer(logs / "a.log")
         writer.start()
-        kill_repeatedly(collector, writer, 10)
-        writer.join(timeout=120)
-        assert_exact(tmp_path, logs / "a.log")
-    finally:
-        stop_all(producer, collector)
-
-
-@pytest.mark.slow
-def test_producer_killed_ten_times(tmp_path: Path) -> None:
-    producer, (collector,), logs = pair(tmp_path)
-    try:
-        collector.start()
-        producer.start()
-        writer = Writer(logs / "a.log")
-        writer.start()
-        kill_repeatedly(producer, writer, 10)
+        kill_repeatedly(collector if victim == "collector" else producer, writer, 10)
         writer.join(timeout=120)
         assert_exact(tmp_path, logs / "a.log")
     finally:

@@ -29,7 +29,7 @@ VERSION = 1
 class CheckpointState:
     # "node/stream" -> [expected, topic, source, path]
     streams: dict[str, list[Any]] = field(default_factory=dict)
-    # output path -> {"size", "lines", "created_at", "ranges"}
+    # output path -> {"size", "lines", "ranges"}
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     nodes: list[str] = field(default_factory=list)  # nodes heard from
     rotations: list[dict[str, Any]] = field(default_factory=list)  # intents, see rotation.py

@@ -53,7 +53,6 @@ class StreamState:
     known_end: int = 0  # the furthest end a block or heartbeat told of
     replay_until: int = 0  # end of the range last asked for
     replay_asked_at: float = 0.0
-    last_heard: float = 0.0
 
     def has_gap(self) -> bool:
         return self.known_end > self.expected

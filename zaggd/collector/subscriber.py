@@ -368,7 +368,6 @@ class SubscriberThread(Worker):
         self.counters.add("blocks_in")
         self.counters.add("bytes_in", len(block))
         self.counters.add("lines_in", h.lines)
-        st.last_heard = time.monotonic()
         if h.path != st.path:
             st.path = h.path
         exact = len(block) == h.end - h.start

@@ -12,9 +12,9 @@ fsynced only when the checkpoint asks (`sync`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
-import json
 import logging
 import os
 import re
@@ -66,8 +66,6 @@ def format_jsonl(
         try:
             field_text = ',"line":' + encode_basestring(line.decode("utf-8"))
         except UnicodeDecodeError:
-            import base64
-
             field_text = ',"line_b64":"' + base64.b64encode(line).decode("ascii") + '"'
         parts.append(f"{head}{offset}{field_text}}}\n")
         if exact:
@@ -81,7 +79,6 @@ class OutFile:
     fh: Any  # a buffered binary file
     size: int
     lines: int = 0
-    created_at: float = field(default_factory=time.time)
     ranges: dict[str, list[int]] = field(default_factory=dict)  # "node/stream" -> [start, end]
     dirty: bool = False
 
@@ -89,7 +86,6 @@ class OutFile:
         return {
             "size": self.size,
             "lines": self.lines,
-            "created_at": self.created_at,
             "ranges": {k: list(v) for k, v in self.ranges.items()},
         }
 
@@ -236,7 +232,3 @@ def is_disk_full(exc: OSError) -> bool:
 
 def describe_files(writer: Writer) -> dict[str, Any]:
     return {path: out.describe() for path, out in writer.files.items()}
-
-
-def dumps_line(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"

@@ -19,7 +19,6 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -283,12 +282,6 @@ class _Handler(FileSystemEventHandler):
 
 def _text(path: str | bytes) -> str:
     return os.fsdecode(path)
-
-
-@dataclass
-class Watch:
-    root: str
-    recursive: bool
 
 
 class Discovery:
