@@ -359,8 +359,26 @@ def rotated_output(folder: Path) -> dict[str, bytes]:
     """Per live file name: its archives in name order (gunzipped) and then the live file.
 
     A rotated file present both plain and compressed would double its lines:
-    that is an error here, as it would be for a user concatenating them.
+    that is an error here, as it would be for a user concatenating them. The
+    compressor passes through that state (and through files vanishing between
+    listing and reading) for a moment, so a folder still changing is read
+    again, for up to 2 s, before either is reported.
     """
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            return _rotated_output_once(folder)
+        except (FileNotFoundError, _BothForms):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+class _BothForms(AssertionError):
+    pass
+
+
+def _rotated_output_once(folder: Path) -> dict[str, bytes]:
     import gzip
 
     from zaggd.collector.manifest import parse_rotated
@@ -376,7 +394,8 @@ def rotated_output(folder: Path) -> dict[str, bytes]:
             continue
         if parsed.ext not in ("", ".gz"):
             continue
-        assert parsed.base not in bases, f"{parsed.base} is there both plain and compressed"
+        if parsed.base in bases:
+            raise _BothForms(f"{parsed.base} is there both plain and compressed")
         bases.add(parsed.base)
         data = (folder / name).read_bytes()
         parts.setdefault(parsed.live, []).append(
