@@ -655,7 +655,7 @@ def test_sighup_lets_in_a_producer_whose_key_was_added(tmp_path: Path) -> None:
 
 
 def binding_producer(
-    tmp_path: Path, node: str, keys: Path, allowed: Path
+    tmp_path: Path, node: str, keys: Path, allowed: Path, key: str = ""
 ) -> tuple[Daemon, Path, str]:
     logs = tmp_path / f"logs-{node}"
     logs.mkdir()
@@ -664,10 +664,20 @@ def binding_producer(
         "bind": [data],
         "replay": replay,
         "heartbeat_interval": "200ms",
-        "curve": curve_server(keys, node, allowed),
+        "curve": curve_server(keys, key or node, allowed),
     }
     cfg = producer_config(tmp_path, node, app_source(logs), publish)
     return Daemon("producer", cfg, tmp_path), logs, data
+
+
+def connecting_collector(tmp_path: Path, keys: Path, connect: list[str], *servers: str) -> Daemon:
+    """Collector c1, a CURVE client of each endpoint in `connect`, pinning `servers` in order."""
+    subscribe = {
+        "connect": connect,
+        "topics": [""],
+        "curve": curve_client(keys, "collector", *servers),
+    }
+    return Daemon("collector", collector_config(tmp_path, "c1", subscribe), tmp_path)
 
 
 def test_producer_binds_serves_only_allowed_collectors_and_rereads_them_on_sighup(
@@ -730,19 +740,7 @@ def test_collector_pins_one_server_key_per_producer(tmp_path: Path) -> None:
     allowed = allow(tmp_path / "allowed", keys, "collector")
     p1, logs1, data1 = binding_producer(tmp_path, "web-01", keys, allowed)
     p2, logs2, data2 = binding_producer(tmp_path, "web-02", keys, allowed)
-    collector = Daemon(
-        "collector",
-        collector_config(
-            tmp_path,
-            "c1",
-            {
-                "connect": [data1, data2],
-                "topics": [""],
-                "curve": curve_client(keys, "collector", "web-01", "web-02"),
-            },
-        ),
-        tmp_path,
-    )
+    collector = connecting_collector(tmp_path, keys, [data1, data2], "web-01", "web-02")
     try:
         w1, w2 = write_log(logs1, "one", 3_000), write_log(logs2, "two", 3_000)
         p1.start()
@@ -753,6 +751,61 @@ def test_collector_pins_one_server_key_per_producer(tmp_path: Path) -> None:
         assert (out / "web-01-app.log").read_bytes() == b"".join(w1)
         assert (out / "web-02-app.log").read_bytes() == b"".join(w2)
         assert count_in(p1, "client refused") == 0 and count_in(p2, "client refused") == 0
+    finally:
+        stop_all(collector, p1, p2)
+
+
+def test_a_connecting_collector_binds_each_producer_to_its_pinned_key(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path, "web-01", "web-02", "collector")
+    allowed = allow(tmp_path / "allowed", keys, "collector")
+    honest, honest_logs, data1 = binding_producer(tmp_path, "web-02", keys, allowed)
+    # Holds web-01's key pair, so the collector's pin for web-01 lets it in, but says it is web-02.
+    (tmp_path / "impostor").mkdir()
+    impostor, impostor_logs, data2 = binding_producer(
+        tmp_path / "impostor", "web-02", keys, allowed, key="web-01"
+    )
+    collector = connecting_collector(tmp_path, keys, [data1, data2], "web-02", "web-01")
+    try:
+        honest.start()
+        impostor.start()
+        collector.start()
+        want = write_log(honest_logs, "honest", 5_000)
+        write_log(impostor_logs, "impostor", 5_000)
+        out = tmp_path / "out-c1"
+        wait_until(lambda: len(read_output_lines(out)) >= len(want), 30, 0.1)
+        wait_until(lambda: collector.status()["counters"].get("node_key_mismatches", 0) > 0, 15)
+        time.sleep(1.0)  # heartbeats, data and any replays from the impostor: all refused
+        assert read_output_lines(out) == want
+        assert [p.name for p in (out / "app").iterdir()] == ["web-02-app.log"]
+        assert (
+            count_in(
+                collector,
+                "message dropped: node id not bound to the sender's key: key web-01 sent as node web-02",
+            )
+            == 1
+        )
+        assert "not bound to a key" not in collector.output()
+    finally:
+        stop_all(honest, impostor, collector)
+
+
+def test_a_server_key_shared_by_several_producers_is_said_to_bind_no_node(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path, "producers", "collector")
+    allowed = allow(tmp_path / "allowed", keys, "collector")
+    p1, logs1, data1 = binding_producer(tmp_path, "web-01", keys, allowed, key="producers")
+    p2, logs2, data2 = binding_producer(tmp_path, "web-02", keys, allowed, key="producers")
+    collector = connecting_collector(tmp_path, keys, [data1, data2], "producers", "producers")
+    try:
+        p1.start()
+        p2.start()
+        collector.start()
+        w1, w2 = write_log(logs1, "one", 2_000), write_log(logs2, "two", 2_000)
+        out = tmp_path / "out-c1"
+        wait_until(lambda: len(read_output_lines(out)) >= 4_000, 30, 0.1)
+        assert (out / "app" / "web-01-app.log").read_bytes() == b"".join(w1)
+        assert (out / "app" / "web-02-app.log").read_bytes() == b"".join(w2)
+        assert count_in(collector, f"node ids from {data1}, {data2} are not bound to a key") == 1
+        assert collector.status()["counters"].get("node_key_mismatches", 0) == 0
     finally:
         stop_all(collector, p1, p2)
 

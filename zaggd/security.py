@@ -294,21 +294,46 @@ def pin_server_keys(sock: zmq.Socket, curve: CurveConfig) -> Callable[[int], Non
     return pin
 
 
+def pinned_nodes(curve: CurveConfig, connect: Sequence[str]) -> list[str | None]:
+    """Per connect endpoint, the node its pinned server key names; None where unbound.
+
+    A server key file is named after its node (`web-01.key`), like the keys in
+    allow_dir. Only a key that is one endpoint's own can bind it: a key given
+    for several endpoints says nothing of which node is behind each.
+    """
+    files = [_server_key_file(curve, i) for i in range(len(connect))]
+    uses: dict[str, int] = {}
+    for path in files:
+        uses[os.path.realpath(path)] = uses.get(os.path.realpath(path), 0) + 1
+    return [key_file_node(p) if uses[os.path.realpath(p)] == 1 else None for p in files]
+
+
+def key_file_node(path: str) -> str | None:
+    """The node a public key file is named after, or None when its name is not a node's."""
+    name = os.path.basename(path)
+    if name.endswith(PUBLIC_SUFFIX):
+        name = name[: -len(PUBLIC_SUFFIX)]
+    return name if wire.NAME_RE.match(name) else None
+
+
 def apply_curve_for(
     sock: zmq.Socket,  # type: ignore[type-arg]
     curve: CurveConfig,
     endpoint: str,
     connect_endpoints: Sequence[str],
     node: str | None = None,
-) -> None:
+) -> str | None:
     """Make `sock` a CURVE client of the producer whose replay endpoint is `endpoint`.
 
     The collector learned `endpoint` from a heartbeat; its server key is the one
     given for the `connect` endpoint on the same host (or the only one, or the
     one whose file is named after `node`). ZaggdError when none can be told apart.
+    Returns the node that key binds the socket to (see pinned_nodes), if any.
     """
     index = server_key_index(curve.server_key_files, endpoint, connect_endpoints, node)
     apply_curve(sock, curve, False, index)
+    nodes = pinned_nodes(curve, connect_endpoints)
+    return nodes[index] if index < len(nodes) else None
 
 
 def server_key_index(

@@ -90,10 +90,13 @@ class SubscriberThread(Worker):
         self._last_sub_message = 0.0
         self._dealers: dict[str, zmq.Socket] = {}  # type: ignore[type-arg]
         self._router: zmq.Socket | None = None  # type: ignore[type-arg]
-        self._sub: zmq.Socket | None = None  # type: ignore[type-arg]
+        self._subs: list[zmq.Socket] = []  # type: ignore[type-arg]
         self._poller = zmq.Poller()
         # Under CURVE with allow_dir: the node a message's key may speak as (None: no one).
         self.key_node: Callable[[zmq.Frame], str | None] | None = None
+        # Under CURVE when connecting: sockets that reach one binder, pinned to its
+        # key, and the node that key is named after; only it may speak there.
+        self._pinned: dict[zmq.Socket, str] = {}  # type: ignore[type-arg]
         self._logged_bad: set[str] = set()
         self._held: tuple[wire.Message, bool] | None = None
         self._blocked_until = 0.0
@@ -148,7 +151,7 @@ class SubscriberThread(Worker):
 
     def _open_sockets(self) -> None:
         cfg = self.config.subscribe
-        self._open_sub()
+        self._open_subs()
         if cfg.bind and cfg.replay:
             router = self.context.socket(zmq.ROUTER)
             self._router = router
@@ -164,10 +167,40 @@ class SubscriberThread(Worker):
             self.bound += attach(router, (cfg.replay,), ())
             self._poller.register(router, zmq.POLLIN)
 
-    def _open_sub(self) -> None:
+    def _open_subs(self) -> None:
+        """One SUB for every endpoint, or under CURVE one per binder it connects to.
+
+        A SUB cannot tell which connection a message came in on, so a collector
+        that pins each producer's own key binds node ids with a SUB per producer.
+        """
         cfg = self.config.subscribe
-        sub = self.context.socket(zmq.SUB)
-        self._sub = sub
+        if cfg.curve is None or cfg.bind:
+            self._open_sub(cfg.bind, cfg.connect, 0)
+            return
+        from zaggd.security import pinned_nodes
+
+        unbound = []
+        for index, (endpoint, node) in enumerate(
+            zip(cfg.connect, pinned_nodes(cfg.curve, cfg.connect), strict=True)
+        ):
+            sub = self._open_sub((), (endpoint,), index)
+            if node is None:
+                unbound.append(endpoint)
+            else:
+                self._pinned[sub] = node
+        if unbound:
+            log.warning(
+                "subscribe.curve: node ids from %s are not bound to a key: its server key is "
+                "shared, or not named after a node (web-01.key)",
+                ", ".join(unbound),
+            )
+
+    def _open_sub(
+        self, bind: tuple[str, ...], connect: tuple[str, ...], first_index: int
+    ) -> zmq.Socket:  # type: ignore[type-arg]
+        cfg = self.config.subscribe
+        sub: zmq.Socket = self.context.socket(zmq.SUB)  # type: ignore[type-arg]
+        self._subs.append(sub)
         sub.setsockopt(zmq.RCVHWM, cfg.receive_hwm)
         sub.setsockopt(zmq.LINGER, 0)
         limit_incoming(sub)
@@ -177,16 +210,21 @@ class SubscriberThread(Worker):
         if cfg.curve is not None:
             from zaggd.security import apply_curve, node_of_key, pin_server_keys
 
-            apply_curve(sub, cfg.curve, cfg.bind != ())
-            before_connect = pin_server_keys(sub, cfg.curve)
-            if cfg.bind:
+            apply_curve(sub, cfg.curve, bind != ())
+            pin = pin_server_keys(sub, cfg.curve)
+
+            def before_connect(index: int) -> None:
+                pin(first_index + index)
+
+            if bind:
                 self.key_node = node_of_key(self.context)
         sub.setsockopt(zmq.SUBSCRIBE, wire.CONTROL_TOPIC)
         for topic in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
-        self.bound = attach(sub, cfg.bind, cfg.connect, before_connect)
+        self.bound += attach(sub, bind, connect, before_connect)
         self._poller.register(sub, zmq.POLLIN)
         self._last_sub_message = time.monotonic()
+        return sub
 
     def _reopen_if_deaf(self, now: float) -> None:
         """libzmq's PGM receiver can go silent for good after a large loss: start it afresh.
@@ -194,7 +232,7 @@ class SubscriberThread(Worker):
         Heartbeats arrive every second from every producer, so a multicast SUB
         that hears nothing for DEAF_AFTER_S, after producers were heard, is deaf.
         """
-        if not self._multicast or not self.nodes or self._sub is None:
+        if not self._multicast or not self.nodes or not self._subs:
             return
         silent_s = now - self._last_sub_message
         if silent_s < DEAF_AFTER_S:
@@ -203,12 +241,16 @@ class SubscriberThread(Worker):
             "no multicast traffic for %.0f s; reopening the subscription (replays fill the gap)",
             silent_s,
         )
-        self._poller.unregister(self._sub)
-        self._sub.close(linger=0)
-        self._open_sub()
+        for sub in self._subs:
+            self._poller.unregister(sub)
+            sub.close(linger=0)
+        self._subs.clear()
+        bound = self.bound
+        self._open_subs()
+        self.bound = bound
 
     def _close_sockets(self) -> None:
-        for sock in [self._sub, self._router, *self._dealers.values()]:
+        for sock in [*self._subs, self._router, *self._dealers.values()]:
             if sock is not None:
                 sock.close(linger=0)
         self._dealers.clear()
@@ -246,9 +288,10 @@ class SubscriberThread(Worker):
 
     def _receive(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         is_router = sock is self._router
-        from_replay = sock is not self._sub
+        from_replay = sock not in self._subs
+        pinned = self._pinned.get(sock)
         for _ in range(BATCH_MESSAGES):
-            key_node = None
+            key_node = pinned
             try:
                 if self.key_node is None:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -268,7 +311,9 @@ class SubscriberThread(Worker):
             except ProtocolError as exc:
                 self._drop("malformed message", str(exc))
                 continue
-            if self.key_node is not None and not self._is_own_node(msg, key_node):
+            if (self.key_node is not None or pinned is not None) and not self._is_own_node(
+                msg, key_node
+            ):
                 continue
             if isinstance(msg, wire.Hello):
                 if is_router:
@@ -503,13 +548,15 @@ class SubscriberThread(Worker):
                 if self.config.subscribe.curve is not None:
                     from zaggd.security import apply_curve_for
 
-                    apply_curve_for(
+                    pinned = apply_curve_for(
                         dealer,
                         self.config.subscribe.curve,
                         endpoint,
                         self.config.subscribe.connect,
                         node.name,
                     )
+                    if pinned is not None:
+                        self._pinned[dealer] = pinned
                 dealer.connect(endpoint)
             except (zmq.ZMQError, ZaggdError) as exc:
                 dealer.close(linger=0)
