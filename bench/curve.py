@@ -215,6 +215,15 @@ def main() -> None:
                 f"plain {cpu_per_gb(best['plain'], size_mb):.1f}, curve {cpu_per_gb(best['curve'], size_mb):.1f}",
                 flush=True,
             )
+            # Both daemons share this machine's cores: once they are all busy, the ratio
+            # can be no better than the quotient of the CPU each mode costs per GB.
+            print(
+                f"{binder} binds: CPU-bound on one machine, the ratio is at most "
+                f"{cpu_per_gb(best['plain'], size_mb) / cpu_per_gb(best['curve'], size_mb):.0%}; "
+                f"cores busy: plain {cpu_busy(best['plain']):.2f}, curve {cpu_busy(best['curve']):.2f} "
+                f"of {os.cpu_count()}",
+                flush=True,
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -262,6 +271,11 @@ def libzmq_ceiling(
 
 def cpu_per_gb(r: dict[str, float], size_mb: float) -> float:
     return (r["producer_cpu_s"] + r["collector_cpu_s"]) / (size_mb / 1000)
+
+
+def cpu_busy(r: dict[str, float]) -> float:
+    """Cores the two daemons kept busy on average during the run."""
+    return (r["producer_cpu_s"] + r["collector_cpu_s"]) / r["seconds"]
 
 
 if __name__ == "__main__":

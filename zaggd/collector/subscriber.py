@@ -296,9 +296,15 @@ class SubscriberThread(Worker):
                 if self.key_node is None:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 else:
-                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    # The User-Id is on any frame the peer sent (not on a ROUTER's own
+                    # routing id); the body is received as bytes, as without CURVE.
+                    parts = [sock.recv(zmq.NOBLOCK, copy=False)]
+                    if is_router and sock.getsockopt(zmq.RCVMORE):
+                        parts.append(sock.recv(copy=False))
                     key_node = self.key_node(parts[-1])
                     frames = [part.bytes for part in parts]
+                    while sock.getsockopt(zmq.RCVMORE):
+                        frames.append(sock.recv())
             except zmq.Again:
                 return
             if not from_replay:
