@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from tests.helpers import (
     REPO,
     Daemon,
+    append_lines,
     collector_config,
     free_port,
     numbered_lines,
@@ -733,6 +734,82 @@ def test_producer_binds_serves_only_allowed_collectors_and_rereads_them_on_sighu
         assert read_output_lines(tmp_path / "out-late") == want
     finally:
         stop_all(good, late, producer)
+
+
+def test_a_key_removed_from_the_allowlist_loses_its_connection_at_reload(tmp_path: Path) -> None:
+    """Producer binds: a revoked collector, still connected, is dropped and refused after."""
+    keys = make_keys(tmp_path, "web-01", "c-stays", "c-goes")
+    allowed = allow(tmp_path / "allowed", keys, "c-stays", "c-goes")
+    producer, logs, data = binding_producer(tmp_path, "web-01", keys, allowed)
+    stays, goes = (
+        Daemon(
+            "collector",
+            collector_config(
+                tmp_path,
+                name,
+                {"connect": [data], "topics": [""], "curve": curve_client(keys, name, "web-01")},
+            ),
+            tmp_path,
+        )
+        for name in ("c-stays", "c-goes")
+    )
+    try:
+        producer.start()
+        stays.start()
+        goes.start()
+        first = write_log(logs, "before", 5_000)
+        for name in ("c-stays", "c-goes"):
+            wait_until(lambda n=name: read_output_lines(tmp_path / f"out-{n}") == first, 30, 0.1)
+        (allowed / "c-goes.key").unlink()
+        producer.signal(signal.SIGHUP)
+        wait_until(lambda: count_in(producer, "dropping every collector connection") == 1, 10)
+        goes_key = security.load_public_key(str(keys / "c-goes.key")).decode()
+        wait_until(lambda: count_in(producer, f"client refused: public key {goes_key}") == 1, 15)
+        more = numbered_lines("after", 0, 5_000)
+        append_lines(logs / "a.log", more)
+        wait_until(
+            lambda: len(read_output_lines(tmp_path / "out-c-stays")) >= len(first + more), 30, 0.1
+        )
+        time.sleep(1.0)
+        assert read_output_lines(tmp_path / "out-c-stays") == first + more
+        assert read_output_lines(tmp_path / "out-c-goes") == first
+        assert count_in(producer, "client refused: public key") == 1
+    finally:
+        stop_all(stays, goes, producer)
+
+
+def test_a_producer_whose_key_is_removed_is_cut_off_at_reload(tmp_path: Path) -> None:
+    """Collector binds: a revoked producer's connection is closed and its new lines refused."""
+    keys = make_keys(tmp_path, "collector", "web-01", "web-02")
+    allowed = allow(tmp_path / "allowed", keys, "web-01", "web-02")
+    collector, data, replay = collector_binding(tmp_path, keys, allowed)
+    stays, stays_logs = connecting_producer(
+        tmp_path, "web-01", data, replay, curve_client(keys, "web-01", "collector")
+    )
+    goes, goes_logs = connecting_producer(
+        tmp_path, "web-02", data, replay, curve_client(keys, "web-02", "collector")
+    )
+    try:
+        collector.start()
+        stays.start()
+        goes.start()
+        w1, w2 = write_log(stays_logs, "one", 3_000), write_log(goes_logs, "two", 3_000)
+        out = tmp_path / "out-c1" / "app"
+        wait_until(lambda: len(read_output_lines(tmp_path / "out-c1")) >= 6_000, 30, 0.1)
+        (allowed / "web-02.key").unlink()
+        collector.signal(signal.SIGHUP)
+        wait_until(lambda: count_in(collector, "dropping every producer connection") == 1, 10)
+        goes_key = security.load_public_key(str(keys / "web-02.key")).decode()
+        wait_until(lambda: count_in(collector, f"client refused: public key {goes_key}") == 1, 15)
+        more = numbered_lines("after", 0, 3_000)
+        append_lines(stays_logs / "a.log", more)
+        append_lines(goes_logs / "a.log", more)
+        wait_until(lambda: len(read_output_lines(tmp_path / "out-c1")) >= 9_000, 30, 0.1)
+        time.sleep(1.0)
+        assert (out / "web-01-app.log").read_bytes() == b"".join(w1 + more)
+        assert (out / "web-02-app.log").read_bytes() == b"".join(w2)
+    finally:
+        stop_all(stays, goes, collector)
 
 
 def test_collector_pins_one_server_key_per_producer(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 
 import zmq
@@ -100,6 +101,27 @@ def attach(
         except zmq.ZMQError as exc:
             raise ZaggdError(f"cannot connect to {endpoint}: {_why(endpoint, exc)}") from None
     return bound
+
+
+def rebind(sock: zmq.Socket, endpoints: Iterable[str], timeout_s: float = 5.0) -> None:  # type: ignore[type-arg]
+    """Unbind and bind again: every connection accepted there is closed.
+
+    Under CURVE each client then authenticates anew, and one whose key left
+    the allowlist is refused; ZeroMQ reconnects the others by itself.
+    """
+    for endpoint in endpoints:
+        sock.unbind(endpoint)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                sock.bind(endpoint)
+                break
+            except zmq.ZMQError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise ZaggdError(
+                        f"cannot bind {endpoint} again: {_why(endpoint, exc)}"
+                    ) from None
+                time.sleep(0.01)
 
 
 def _why(endpoint: str, exc: zmq.ZMQError) -> str:

@@ -425,11 +425,13 @@ def message_node(msg: wire.Message) -> str:
     return msg.node
 
 
-def reload_allowlist(context: zmq.Context | None) -> None:  # type: ignore[type-arg]
-    """Re-read allow_dir (SIGHUP); on a bad key file keep the running allowlist and log why."""
+def reload_allowlist(context: zmq.Context | None) -> bool:  # type: ignore[type-arg]
+    """Re-read allow_dir (SIGHUP); on a bad key file keep the running allowlist and log why.
+
+    True when keys were removed: their holders, still connected, must be dropped.
+    """
     auth = _authenticators.get(context) if context is not None else None
-    if auth is not None:
-        auth.reload()
+    return auth is not None and auth.reload()
 
 
 # --- the ZAP handler ----------------------------------------------------------------
@@ -528,23 +530,25 @@ class Authenticator(Worker):
             return None
         return name if isinstance(name, str) and name in self._names else None
 
-    def reload(self) -> None:
+    def reload(self) -> bool:
+        """Re-read allow_dir; True when a key was removed (see reload_allowlist)."""
         with self._lock:
-            self._load(self.allow_dir, "reloaded")
+            return bool(self._load(self.allow_dir, "reloaded"))
 
     def use(self, allow_dir: str) -> None:
         with self._lock:
-            if self._load(allow_dir, "now"):
+            if self._load(allow_dir, "now") is not None:
                 self.allow_dir = allow_dir
 
-    def _load(self, allow_dir: str, verb: str) -> bool:
+    def _load(self, allow_dir: str, verb: str) -> set[str] | None:
+        """The names removed from the allowlist, or None when it could not be read."""
         try:
             allowed = load_allowlist(allow_dir)
         except KeyFileError as exc:
             log.error(
                 "allowlist not reloaded, keeping the %d keys in use: %s", len(self.allowed), exc
             )
-            return False
+            return None
         old, new = set(self.allowed.values()), set(allowed.values())
         # Whole-dict swaps: the ZAP thread reads either the old list or the new one.
         self.allowed = allowed
@@ -557,7 +561,7 @@ class Authenticator(Worker):
             ", ".join(sorted(new - old)) or "none",
             ", ".join(sorted(old - new)) or "none",
         )
-        return True
+        return old - new
 
     # The thread -----------------------------------------------------------------
 

@@ -139,7 +139,10 @@ class Collector:
         if self.config.subscribe.curve is not None:
             from zaggd.security import reload_allowlist
 
-            reload_allowlist(self.context)  # keys may come and go with the config unchanged
+            # Keys may come and go with the config unchanged.
+            if reload_allowlist(self.context) and self.config.subscribe.bind and self.subscriber:
+                log.info("keys left the allowlist: dropping every producer connection")
+                self.subscriber.drop_clients.set()
         if new == self.config:
             log.info("reloaded %s: nothing changed", new.path)
             return

@@ -29,7 +29,7 @@ from zaggd.collector.checkpoint import Checkpoint, Checkpointer, CheckpointState
 from zaggd.collector.sequencer import StreamState, Verdict, judge, trim
 from zaggd.collector.writer import Writer, describe_files, is_disk_full
 from zaggd.config import CollectorConfig, FsyncPolicy, StartAt
-from zaggd.endpoints import apply_pgm, attach, is_multicast, limit_incoming
+from zaggd.endpoints import apply_pgm, attach, is_multicast, limit_incoming, rebind
 from zaggd.errors import ProtocolError, ZaggdError
 from zaggd.metrics import Counters
 from zaggd.service import Worker
@@ -80,6 +80,8 @@ class SubscriberThread(Worker):
         self.started = threading.Event()
         self.error: Exception | None = None
         self.bound: list[str] = []
+        self._bound_on: dict[zmq.Socket, list[str]] = {}  # type: ignore[type-arg]
+        self.drop_clients = threading.Event()  # set when keys left the allowlist
         self.streams: dict[tuple[str, str], StreamState] = {}
         self.nodes: dict[str, NodeState] = {}
         self.gapped: set[tuple[str, str]] = set()
@@ -164,7 +166,8 @@ class SubscriberThread(Worker):
                 from zaggd.security import apply_curve
 
                 apply_curve(router, cfg.curve, True)
-            self.bound += attach(router, (cfg.replay,), ())
+            self._bound_on[router] = attach(router, (cfg.replay,), ())
+            self.bound += self._bound_on[router]
             self._poller.register(router, zmq.POLLIN)
 
     def _open_subs(self) -> None:
@@ -221,7 +224,8 @@ class SubscriberThread(Worker):
         sub.setsockopt(zmq.SUBSCRIBE, wire.CONTROL_TOPIC)
         for topic in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
-        self.bound += attach(sub, bind, connect, before_connect)
+        self._bound_on[sub] = attach(sub, bind, connect, before_connect)
+        self.bound += self._bound_on[sub]
         self._poller.register(sub, zmq.POLLIN)
         self._last_sub_message = time.monotonic()
         return sub
@@ -243,6 +247,7 @@ class SubscriberThread(Worker):
         )
         for sub in self._subs:
             self._poller.unregister(sub)
+            self._bound_on.pop(sub, None)
             sub.close(linger=0)
         self._subs.clear()
         bound = self.bound
@@ -279,6 +284,11 @@ class SubscriberThread(Worker):
                 if self._held is not None:
                     break
             now = time.monotonic()
+            if self.drop_clients.is_set():
+                # Producers reconnect and authenticate again; what they sent meanwhile comes by replay.
+                self.drop_clients.clear()
+                for sock, endpoints in self._bound_on.items():
+                    rebind(sock, endpoints)
             if now >= next_maintenance:
                 self._ask_replays(now)
                 self._reopen_if_deaf(now)

@@ -152,7 +152,13 @@ class Producer:
         if old.publish.curve is not None:
             from zaggd.security import reload_allowlist
 
-            reload_allowlist(self.context)  # keys may come and go with the config unchanged
+            # Keys may come and go with the config unchanged.
+            removed = reload_allowlist(self.context)
+            if removed and new.publish == old.publish and new.publish.bind:
+                log.info("keys left the allowlist: dropping every collector connection")
+                for thread in (self.publisher, self.replay):
+                    if thread is not None:
+                        thread.drop_clients.set()
         self.config = new
         if new.publish != old.publish:
             self._restart_sockets()

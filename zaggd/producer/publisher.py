@@ -26,7 +26,7 @@ import zmq
 
 from zaggd import wire
 from zaggd.config import PublishConfig
-from zaggd.endpoints import apply_pgm, attach, is_multicast
+from zaggd.endpoints import apply_pgm, attach, is_multicast, rebind
 from zaggd.metrics import Counters
 from zaggd.producer.streams import Announce, Retire
 from zaggd.service import Worker
@@ -79,6 +79,7 @@ class PublisherThread(Worker):
         self._packed = False  # one frame per message, as multicast needs (wire.pack)
         self._sock: zmq.Socket | None = None  # type: ignore[type-arg]
         self.bound: list[str] = []
+        self.drop_clients = threading.Event()  # set when keys left the allowlist
 
     def put(self, item: Item, stop: Callable[[], bool], tick: Callable[[], None]) -> bool:
         """Queue an item, waiting while the queue is full; False when stopping."""
@@ -144,6 +145,7 @@ class PublisherThread(Worker):
                 next_heartbeat = now + interval_s
             if self.stop_event.is_set():
                 draining = True
+            self._drop_clients_if_asked(sock)
             try:
                 item = self.items.get(
                     timeout=0 if draining else min(0.25, max(0.0, next_heartbeat - now))
@@ -204,6 +206,14 @@ class PublisherThread(Worker):
                 time.sleep(pause_s)
                 pause_s = min(pause_s * 2, MAX_SEND_PAUSE_S)
                 self._drain_subscriptions(sock)
+                self._drop_clients_if_asked(sock)  # the stuck one may be the revoked one
+
+    def _drop_clients_if_asked(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
+        """Close every collector connection, so each authenticates again (what it
+        misses meanwhile it gets by replay)."""
+        if self.drop_clients.is_set():
+            self.drop_clients.clear()
+            rebind(sock, self.bound)
 
     def _drain_subscriptions(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         """Read XPUB's subscription messages, noting when a collector subscribed."""

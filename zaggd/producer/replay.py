@@ -25,7 +25,7 @@ import zmq
 
 from zaggd import wire
 from zaggd.config import PublishConfig
-from zaggd.endpoints import attach
+from zaggd.endpoints import attach, rebind
 from zaggd.errors import ProtocolError
 from zaggd.identity import open_instance
 from zaggd.metrics import Counters
@@ -61,6 +61,7 @@ class ReplayServer(Worker):
         self.error: Exception | None = None
         self.bound: list[str] = []
         self._bad_logged = False
+        self.drop_clients = threading.Event()  # set when keys left the allowlist
 
     def work(self) -> None:
         sockets: list[zmq.Socket] = []  # type: ignore[type-arg]
@@ -87,6 +88,9 @@ class ReplayServer(Worker):
                             sock, [], wire.encode_hello(wire.Hello(self.node, self.instance))
                         )
                     next_hello = now + self.config.heartbeat_interval_s
+                if self.drop_clients.is_set() and self.bound:
+                    self.drop_clients.clear()
+                    rebind(sockets[0], self.bound)
                 for sock, _ in poller.poll(250):
                     self._serve_ready(sock)
         finally:
