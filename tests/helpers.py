@@ -251,11 +251,18 @@ def numbered_lines(prefix: str, start: int, count: int, width: int = 100) -> lis
 
 
 def read_output_lines(folder: Path) -> list[bytes]:
-    lines: list[bytes] = []
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            lines += path.read_bytes().splitlines(keepends=True)
-    return lines
+    """Every line under `folder`, file by file in name order; read again if a file
+    vanishes meanwhile (rotated or compressed while the test polls)."""
+    for _ in range(100):
+        lines: list[bytes] = []
+        try:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    lines += path.read_bytes().splitlines(keepends=True)
+            return lines
+        except FileNotFoundError:
+            time.sleep(0.02)
+    raise AssertionError(f"{folder} kept changing while being read")
 
 
 def stop_all(*daemons: Daemon) -> None:
