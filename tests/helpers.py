@@ -477,3 +477,24 @@ class NetNamespaces:
         for name in reversed(self.names):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
         self.names.clear()
+
+
+def subscriber_thread(context: Any, config: Any) -> tuple[Any, list[str]]:
+    """A collector's SubscriberThread on `config` (not started), and the list its crashes go to."""
+    from zaggd.collector.checkpoint import Checkpoint
+    from zaggd.collector.subscriber import SubscriberThread
+    from zaggd.collector.writer import Writer
+    from zaggd.metrics import COLLECTOR_COUNTERS, Counters
+
+    os.makedirs(config.state_dir, exist_ok=True)
+    crashes: list[str] = []
+    sub = SubscriberThread(
+        context,
+        config,
+        Counters(COLLECTOR_COUNTERS),
+        Checkpoint(config.state_dir),
+        None,
+        Writer(config.output),
+        crashes.append,
+    )
+    return sub, crashes

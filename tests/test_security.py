@@ -40,6 +40,7 @@ from tests.helpers import (
     producer_config,
     read_output_lines,
     stop_all,
+    subscriber_thread,
     wait_until,
 )
 from zaggd import config as config_mod
@@ -286,7 +287,7 @@ def test_daemon_refuses_a_group_readable_secret_key_at_start(tmp_path: Path) -> 
         timeout=60,
         env=env,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 78
     assert proc.stderr.splitlines()[-1] == (
         f"zaggd: {secret}: secret key file is open to group or others (mode 0640); run chmod 600 {secret}"
     )
@@ -986,11 +987,6 @@ def hostile_messages(draw: st.DrawFn) -> list[bytes]:
 
 
 def build_subscriber(tmp_path: Path, context: zmq.Context):
-    from zaggd.collector.checkpoint import Checkpoint
-    from zaggd.collector.subscriber import SubscriberThread
-    from zaggd.collector.writer import Writer
-    from zaggd.metrics import COLLECTOR_COUNTERS, Counters
-
     cfg_path = collector_config(
         tmp_path,
         "fuzz",
@@ -1007,20 +1003,7 @@ def build_subscriber(tmp_path: Path, context: zmq.Context):
             "fsync": "never",
         },
     )
-    cfg = config_mod.load_collector(str(cfg_path))
-    os.makedirs(cfg.state_dir, exist_ok=True)
-    crashes: list[str] = []
-    writer = Writer(cfg.output)
-    sub = SubscriberThread(
-        context,
-        cfg,
-        Counters(COLLECTOR_COUNTERS),
-        Checkpoint(cfg.state_dir),
-        None,
-        writer,
-        crashes.append,
-    )
-    return sub, crashes
+    return subscriber_thread(context, config_mod.load_collector(str(cfg_path)))
 
 
 def files_under(folder: Path) -> set[Path]:
@@ -1039,7 +1022,7 @@ def test_fuzzed_messages_never_crash_the_collector_or_write_outside_its_output(
         sock.setsockopt(zmq.LINGER, 0)
     pipe_out.bind("inproc://fuzz")
     pipe_in.connect("inproc://fuzz")
-    sub._sub = pipe_out  # its main data socket, as far as _receive can tell
+    sub._subs = [pipe_out]  # its main data socket, as far as _receive can tell
     try:
 
         @settings(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -335,6 +336,32 @@ def test_bad_config_at_start_is_one_line_without_traceback(tmp_path: Path) -> No
         env=env,
         timeout=30,
     )
-    assert r.returncode == 2
+    assert r.returncode == 78  # EX_CONFIG: the units do not restart on it
     assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(f"zaggd: {cfg}:")
     assert "Traceback" not in r.stderr
+
+
+def test_a_port_in_use_at_start_is_one_line_and_exit_2_for_a_restart(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        cfg = producer_config(
+            tmp_path,
+            "n1",
+            [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
+            {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{free_port()}"},
+        )
+        r = subprocess.run(
+            [sys.executable, "-m", "zaggd", "producer", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            timeout=60,
+        )
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == (
+        f"zaggd: cannot bind tcp://127.0.0.1:{port}: Address already in use"
+    )

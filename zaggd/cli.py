@@ -1,7 +1,9 @@
 """The zaggd command: producer, collector, check-config, status, verify, keygen.
 
-A user error is printed as one line, `zaggd: <what and where>`, with exit 2;
-never a traceback.
+A user error is printed as one line, `zaggd: <what and where>`, never a
+traceback. The exit is 78 (EX_CONFIG) when a daemon's or check-config's config
+or key files cannot be used, which the units do not restart on, and 2 for any
+other error (a port in use, say), which a restart may cure.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import os
 import sys
 
 from zaggd import __version__, logs
-from zaggd.errors import ZaggdError
+from zaggd.errors import ConfigError, KeyFileError, ZaggdError
 
 log = logging.getLogger("zaggd")
 
 EXIT_USAGE = 2
+EXIT_CONFIG = 78  # sysexits.h EX_CONFIG; the units' RestartPreventExitStatus
+CONFIG_COMMANDS = ("producer", "collector", "check-config")
 DEFAULT_STATE_ROOT = "/var/lib/zaggd"
 
 
@@ -55,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args)
     except ZaggdError as exc:
-        print(f"zaggd: {exc}", file=sys.stderr)
+        # Under systemd the journal files it at PRIORITY=3, like the daemon's own errors.
+        prefix = "<3>" if logs.is_journal_stderr() else ""
+        print(f"{prefix}zaggd: {exc}", file=sys.stderr)
+        if args.command in CONFIG_COMMANDS and isinstance(exc, ConfigError | KeyFileError):
+            return EXIT_CONFIG
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

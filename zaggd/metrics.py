@@ -78,6 +78,7 @@ COLLECTOR_COUNTERS = (
     "bytes_lost",
     "messages_dropped",
     "heartbeats_in",
+    "streams_forgotten",
     "checkpoints",
     "rotations",
     "write_errors",

@@ -251,3 +251,32 @@ def test_watchdog_kills_a_stopped_producer_and_systemd_restarts_it(
     expected = output_lines(c, "app") + lines
     append_lines(c, "/var/log/app/a.log", lines)
     wait_for_lines(c, "app", expected)
+
+
+def test_a_broken_config_at_start_fails_once_without_a_restart_loop(
+    services: nspawn.Container,
+) -> None:
+    """Exit 78 (EX_CONFIG) is in RestartPreventExitStatus: systemd waits for the operator."""
+    c = services
+    unit = "zaggd-collector@broken.service"
+    c.write_file("/etc/zaggd/broken.yaml", COLLECTOR_YAML.replace("format: raw", "format: rawish"))
+    c.run(f"systemctl start {unit}", check=False, timeout_s=START_TIMEOUT_S)
+
+    def failed() -> bool:
+        return show(c, unit, "ActiveState")["ActiveState"] == "failed"
+
+    assert nspawn.wait_until(failed, timeout_s=30), journal_text(c)
+    c.run("sleep 5")  # past RestartSec=2s: a restart would have happened by now
+    props = show(c, unit, "ActiveState", "Result", "ExecMainStatus", "NRestarts")
+    assert props == {
+        "ActiveState": "failed",
+        "Result": "exit-code",
+        "ExecMainStatus": "78",
+        "NRestarts": "0",
+    }, journal_text(c)
+    errors = [e for e in daemon_lines(c, unit) if e.get("PRIORITY") == "3"]
+    assert [str(e["MESSAGE"]) for e in errors] == [
+        "zaggd: /etc/zaggd/broken.yaml:7: output.format: expected one of raw, prefixed, jsonl, "
+        "got 'rawish'"
+    ], journal_text(c)
+    c.run(f"systemctl reset-failed {unit}", check=False)

@@ -53,6 +53,7 @@ class StreamState:
     known_end: int = 0  # the furthest end a block or heartbeat told of
     replay_until: int = 0  # end of the range last asked for
     replay_asked_at: float = 0.0
+    last_mentioned: float = 0.0  # monotonic: its last block or heartbeat mention
 
     def has_gap(self) -> bool:
         return self.known_end > self.expected

@@ -41,6 +41,13 @@ REPLAY_TIMEOUT_S = 10.0
 MAX_REPLAYS_IN_FLIGHT = 8
 MAINTENANCE_INTERVAL_S = 0.1
 DEAF_AFTER_S = 10.0
+# A producer announces each of its streams every few heartbeats until it retires
+# it (its file read to the end and gone, some minutes before), and never again
+# after. A stream its node, still heartbeating, has not announced for this long
+# is retired: dropping it keeps the checkpoint and max_streams_per_node bounded
+# on hosts that rotate for years.
+FORGET_AFTER_S = 6 * 3600.0
+FORGET_CHECK_INTERVAL_S = 60.0
 RETRY_INTERVAL_S = 1.0
 BATCH_MESSAGES = 256
 
@@ -51,6 +58,7 @@ class NodeState:
     instance: str = ""
     replay: str = ""  # the producer's advertised replay endpoint
     routing_id: bytes = b""  # its DEALER's id on our ROUTER, when we bind
+    last_heartbeat: float = 0.0  # monotonic
     known: bool = False  # heard from before this run, or a heartbeat seen in it
     streams: int = 0
 
@@ -107,12 +115,15 @@ class SubscriberThread(Worker):
         self._gap_logged: dict[tuple[str, str], float] = {}
         self.calls: list[Callable[[], None]] = []
         self.snapshot: dict[str, Any] = {}
+        self.forget_after_s = FORGET_AFTER_S
+        self._next_forget_check = 0.0
         if restored is not None:
             self._restore(restored)
 
     # -- start ---------------------------------------------------------------
 
     def _restore(self, state: CheckpointState) -> None:
+        now = time.monotonic()
         for key, (expected, topic, source, path) in state.streams.items():
             node, sid = key.split("/", 1)
             self.streams[(node, sid)] = StreamState(
@@ -123,6 +134,7 @@ class SubscriberThread(Worker):
                 str(path),
                 int(expected),
                 int(expected),
+                last_mentioned=now,
             )
         for name in state.nodes:
             self.nodes[name] = NodeState(name, known=True)
@@ -292,6 +304,7 @@ class SubscriberThread(Worker):
             if now >= next_maintenance:
                 self._ask_replays(now)
                 self._reopen_if_deaf(now)
+                self._forget_retired(now)
                 next_maintenance = now + MAINTENANCE_INTERVAL_S
             if self._held is None:
                 self._maybe_checkpoint(now)
@@ -390,7 +403,9 @@ class SubscriberThread(Worker):
         expected = 0
         if self.config.subscribe.start_at is StartAt.END and not node.known:
             expected = start
-        st = StreamState(node_name, sid, topic, source, path, expected, expected)
+        st = StreamState(
+            node_name, sid, topic, source, path, expected, expected, last_mentioned=time.monotonic()
+        )
         self.streams[key] = st
         node.streams += 1
         log.info(
@@ -426,6 +441,7 @@ class SubscriberThread(Worker):
         if st is None:
             return
         block = bytes(msg.block)
+        st.last_mentioned = time.monotonic()
         self.counters.add("blocks_in")
         self.counters.add("bytes_in", len(block))
         self.counters.add("lines_in", h.lines)
@@ -534,6 +550,7 @@ class SubscriberThread(Worker):
                 "producer restarted: node %s instance %s -> %s", hb.node, node.instance, hb.instance
             )
         node.instance = hb.instance
+        now = node.last_heartbeat = time.monotonic()
         if hb.replay and hb.replay != node.replay and not self.config.subscribe.bind:
             self._connect_replay(node, hb.replay)
         for info in hb.streams:
@@ -546,11 +563,42 @@ class SubscriberThread(Worker):
                 )
                 if st is None:
                     continue
+            st.last_mentioned = now
             if info.end > st.known_end:
                 st.known_end = info.end
             if st.has_gap():
                 self._note_gap(st, info.end)
         node.known = True
+
+    def _forget_retired(self, now: float) -> None:
+        """Drop the streams their producers retired (see FORGET_AFTER_S).
+
+        Only a positive sign counts: the node's heartbeats went on without the
+        stream. A node that fell silent (down, cut off) keeps all its streams,
+        and so does a stream still waiting for a replay.
+        """
+        if now < self._next_forget_check:
+            return
+        self._next_forget_check = now + min(FORGET_CHECK_INTERVAL_S, self.forget_after_s / 4)
+        for key, st in list(self.streams.items()):
+            node = self.nodes.get(st.node)
+            if node is None or st.has_gap():
+                continue
+            if node.last_heartbeat - st.last_mentioned > self.forget_after_s:
+                del self.streams[key]
+                node.streams -= 1
+                self.gapped.discard(key)
+                self._gap_logged.pop(key, None)
+                self.counters.add("streams_forgotten")
+                log.info(
+                    "stream forgotten: node %s stream %s %s, retired by its producer "
+                    "(not announced for %.0f s) at offset %d",
+                    st.node,
+                    st.stream,
+                    st.path,
+                    node.last_heartbeat - st.last_mentioned,
+                    st.expected,
+                )
 
     def _connect_replay(self, node: NodeState, endpoint: str) -> None:
         if endpoint not in self._dealers:
