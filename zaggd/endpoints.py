@@ -10,7 +10,8 @@ import errno
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import zmq
 
@@ -101,6 +102,32 @@ def attach(
         except zmq.ZMQError as exc:
             raise ZaggdError(f"cannot connect to {endpoint}: {_why(endpoint, exc)}") from None
     return bound
+
+
+MIN_SEND_PAUSE_S = 0.0002
+MAX_SEND_PAUSE_S = 0.01
+
+
+def send_waiting(
+    sock: zmq.Socket,  # type: ignore[type-arg]
+    frames: Sequence[Any],
+    keep_waiting: Callable[[], bool],
+) -> bool:
+    """Send; at the high-water mark wait for room, backing off, while keep_waiting() is True.
+
+    XPUB with NODROP and ROUTER with MANDATORY report POLLOUT even when a send
+    would fail with EAGAIN, so waiting in poll() would spin a core.
+    """
+    pause_s = MIN_SEND_PAUSE_S
+    while True:
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            if not keep_waiting():
+                return False
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, MAX_SEND_PAUSE_S)
 
 
 def rebind(sock: zmq.Socket, endpoints: Iterable[str], timeout_s: float = 5.0) -> None:  # type: ignore[type-arg]

@@ -26,7 +26,7 @@ import zmq
 
 from zaggd import wire
 from zaggd.config import PublishConfig
-from zaggd.endpoints import apply_pgm, attach, is_multicast, rebind
+from zaggd.endpoints import apply_pgm, attach, is_multicast, rebind, send_waiting
 from zaggd.metrics import Counters
 from zaggd.producer.streams import Announce, Retire
 from zaggd.service import Worker
@@ -37,8 +37,6 @@ HEARTBEAT_ROUNDS = 10
 MAX_STREAMS_PER_HEARTBEAT = 2000
 QUEUE_BLOCKS = 8
 DRAIN_TIMEOUT_S = 5.0
-MIN_SEND_PAUSE_S = 0.0002
-MAX_SEND_PAUSE_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,24 +187,21 @@ class PublisherThread(Worker):
         """
         if self._packed:
             frames = [wire.pack(frames)]
-        deadline = None
-        pause_s = MIN_SEND_PAUSE_S
-        while True:
-            try:
-                sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-                return True
-            except zmq.Again:
-                self.counters.add("send_waits")
-                self.tick()
-                if self.stop_event.is_set():
-                    deadline = deadline or time.monotonic() + DRAIN_TIMEOUT_S
-                    if time.monotonic() > deadline:
-                        return False
-                # XPUB reports POLLOUT even when NODROP refuses the send: back off instead.
-                time.sleep(pause_s)
-                pause_s = min(pause_s * 2, MAX_SEND_PAUSE_S)
-                self._drain_subscriptions(sock)
-                self._drop_clients_if_asked(sock)  # the stuck one may be the revoked one
+        deadline = 0.0
+
+        def keep_waiting() -> bool:
+            nonlocal deadline
+            self.counters.add("send_waits")
+            self.tick()
+            if self.stop_event.is_set():
+                deadline = deadline or time.monotonic() + DRAIN_TIMEOUT_S
+                if time.monotonic() > deadline:
+                    return False
+            self._drain_subscriptions(sock)
+            self._drop_clients_if_asked(sock)  # the stuck one may be the revoked one
+            return True
+
+        return send_waiting(sock, frames, keep_waiting)
 
     def _drop_clients_if_asked(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         """Close every collector connection, so each authenticates again (what it

@@ -25,7 +25,7 @@ import zmq
 
 from zaggd import wire
 from zaggd.config import PublishConfig
-from zaggd.endpoints import attach, rebind
+from zaggd.endpoints import attach, rebind, send_waiting
 from zaggd.errors import ProtocolError
 from zaggd.identity import open_instance
 from zaggd.metrics import Counters
@@ -214,21 +214,17 @@ class ReplayServer(Worker):
     def _send(self, sock: zmq.Socket, envelope: list[bytes], frames: Sequence[Any]) -> bool:  # type: ignore[type-arg]
         """Send, waiting for room; False when the peer is gone or too slow."""
         deadline = time.monotonic() + SEND_TIMEOUT_S
-        pause_s = 0.0002
-        while True:
-            try:
-                sock.send_multipart([*envelope, *frames], flags=zmq.NOBLOCK, copy=False)
-                return True
-            except zmq.Again:
-                self.tick()
-                if time.monotonic() > deadline or self.stop_event.is_set():
-                    return False
-                time.sleep(pause_s)  # ROUTER reports POLLOUT even when the peer's queue is full
-                pause_s = min(pause_s * 2, 0.01)
-            except zmq.ZMQError as exc:
-                if exc.errno == zmq.EHOSTUNREACH:
-                    return False
-                raise
+
+        def keep_waiting() -> bool:
+            self.tick()
+            return time.monotonic() <= deadline and not self.stop_event.is_set()
+
+        try:
+            return send_waiting(sock, [*envelope, *frames], keep_waiting)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            raise
 
 
 def _open_instance(target: ReplayTarget) -> int | None:
