@@ -446,6 +446,12 @@ class NetNamespaces:
             self.ip(ns, "addr", "add", addr, "dev", end)
             self.ip(ns, "link", "set", end, "up")
 
+    def set_veths(self, ns: str, up: bool) -> None:
+        """Take this test's veth ends in `ns` down (a cable pulled) or up again."""
+        for name in self.interfaces(ns):
+            if name != "lo" and name in self.links:
+                self.ip(ns, "link", "set", name, "up" if up else "down")
+
     def ip(self, ns: str, *args: str) -> None:
         subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
 

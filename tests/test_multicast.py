@@ -371,6 +371,37 @@ def test_what_a_collector_missed_on_the_group_comes_by_replay_over_tcp(
         stop_all(producer, collector)
 
 
+@needs_root
+def test_a_collector_cut_off_past_its_deafness_limit_resubscribes_and_misses_nothing(
+    tmp_path: Path, nets: NetNamespaces
+) -> None:
+    """Its link down for longer than DEAF_AFTER_S: it reopens its subscription
+    (libzmq's PGM receiver may never hear again after such a loss), and once
+    the link is back, what went past comes by replay and what follows by the group."""
+    producer, collector, inputs = two_hosts_pair(tmp_path, nets)
+    host_b = nets.names[1]
+    try:
+        collector.start()
+        producer.start()
+        write_lines(inputs, 0, 1000)
+        wait_exact(collector, output_of(collector), inputs)
+        nets.set_veths(host_b, up=False)
+        try:
+            write_lines(inputs, 1000, 5000)
+            wait_until(lambda: "reopening the subscription" in collector.output(), 30)
+        finally:
+            nets.set_veths(host_b, up=True)
+        write_lines(inputs, 6000, 1000)
+        wait_exact(collector, output_of(collector), inputs, timeout_s=60)
+        assert counters(collector)["bytes_repaired"] >= 2 * 5000 * 100, counters(collector)
+        assert collector.proc is not None and collector.proc.poll() is None
+        write_lines(inputs, 7000, 1000)
+        wait_exact(collector, output_of(collector), inputs)
+        check_came_by_multicast(collector)
+    finally:
+        stop_all(producer, collector)
+
+
 # -- a collector that cannot write for a while --------------------------------------
 
 
