@@ -262,7 +262,7 @@ class SubscriberThread(Worker):
             self._bound_on.pop(sub, None)
             sub.close(linger=0)
         self._subs.clear()
-        bound = self.bound
+        bound = list(self.bound)
         self._open_subs()
         self.bound = bound
 
