@@ -160,6 +160,7 @@ def run_once(
         producer.stop()
         collector.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+        os.sync()  # the next run must not pay for this one's writeback
 
 
 def show(label: str, r: dict[str, float]) -> None:
@@ -185,6 +186,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="zaggd-bench-curve-"))
     try:
         files, total = make_backlog(base / "source", args.mb)
+        os.sync()  # written back now, not during the first run
         keys = make_keys(base)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"input: {FILES} files, {total:,} lines of {LINE_BYTES} bytes, {size_mb:.0f} MB")
