@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 import zmq
@@ -29,6 +30,10 @@ from zaggd.statefile import ensure_dir
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
+# How long a reload waits for the tailer to take the new sources, so that it is
+# done when `systemctl reload` returns; a tailer waiting on a slow collector
+# takes them later, and the main loop must go back to its watchdog pings.
+APPLY_WAIT_S = 5.0
 
 
 class Producer:
@@ -166,7 +171,16 @@ class Producer:
         if self.tailer.publisher is not self.publisher:
             assert self.publisher is not None
             self.tailer.publisher = self.publisher
-        self.tailer.calls.put(lambda: self.tailer.apply_config(new) if self.tailer else None)
+        applied = threading.Event()
+        tailer = self.tailer
+
+        def apply() -> None:
+            tailer.apply_config(new)
+            applied.set()
+
+        tailer.calls.put(apply)
+        if not applied.wait(APPLY_WAIT_S):
+            log.warning("reload: the tailer is busy; it takes the new sources when it can")
         log.info("reloaded %s: %d sources", new.path, len(new.sources))
 
     def _restart_sockets(self) -> None:
