@@ -1,5 +1,9 @@
-"""SubscriberThread: owns the SUB socket and the replay sockets; validates,
+"""SubscriberThread: owns the SUB sockets and the replay sockets; validates,
 sequences and writes every block, asks for replays, writes checkpoints.
+
+Under CURVE every message is bound to a node: through the User-Id of the key
+that authenticated it when the collector binds, and through the pinned server
+key of the one SUB per producer endpoint when it connects.
 
 Every frame is checked by wire.decode; a bad one is dropped and counted, and
 only its first occurrence is logged. Blocks in order go straight to the
@@ -11,6 +15,9 @@ stays bounded; the producer's heartbeats reveal a lost tail.
 When the disk is full the thread stops reading its sockets (ZeroMQ's queues
 fill, TCP pushes back, producers pause) and retries the held block once a
 second, resuming by itself when space returns.
+
+Streams their producers retired are forgotten after FORGET_AFTER_S, so the
+checkpoint stays bounded on hosts that rotate for years.
 """
 
 from __future__ import annotations
