@@ -104,3 +104,26 @@ def wait_output_lines(folder: Path, total: int, timeout_s: float = 600.0) -> flo
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out: {lines} of {total} lines arrived")
         time.sleep(0.05)
+
+
+def drop_backlog(files: list[Path], run_dir: Path, logs: Path) -> float:
+    """Hard-link `files` into `run_dir`, then rename them into the watched `logs`
+    all at once; the monotonic time they appeared there."""
+    staged = [run_dir / f.name for f in files]
+    for src, dst in zip(files, staged, strict=True):
+        os.link(src, dst)
+    start = time.monotonic()
+    for path in staged:
+        os.rename(path, logs / path.name)
+    return start
+
+
+def wait_written(collector: Daemon, total_lines: int, timeout_s: float = 900.0) -> float:
+    """Wait until the collector has written `total_lines`; the monotonic time then."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if collector.status()["counters"]["lines_written"] >= total_lines:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for the collector")
+        time.sleep(0.02)

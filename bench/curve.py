@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import zmq
-from common import CLOCK_TICKS, cpu_seconds, make_lines, peak_rss_mb
+from common import CLOCK_TICKS, cpu_seconds, drop_backlog, make_lines, peak_rss_mb, wait_written
 
 from tests.helpers import Daemon, collector_config, free_port, producer_config
 from zaggd.security import keygen
@@ -110,16 +110,6 @@ def io_thread_cpu_s(pid: int) -> float:
     return total
 
 
-def wait_written(collector, total_lines: int, timeout_s: float = 900.0) -> float:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if collector.status()["counters"]["lines_written"] >= total_lines:
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting for the collector")
-        time.sleep(0.02)
-
-
 def run_once(
     base: Path, files: list[Path], total_lines: int, binder: str, keys: Path | None, label: str
 ) -> dict[str, float]:
@@ -136,12 +126,7 @@ def run_once(
     try:
         cpu0 = (cpu_seconds(producer.pid), cpu_seconds(collector.pid))
         io0 = (io_thread_cpu_s(producer.pid), io_thread_cpu_s(collector.pid))
-        staged = [run_dir / f.name for f in files]
-        for src, dst in zip(files, staged, strict=True):
-            os.link(src, dst)
-        start = time.monotonic()
-        for path in staged:
-            os.rename(path, logs / path.name)
+        start = drop_backlog(files, run_dir, logs)
         end = wait_written(collector, total_lines)
         elapsed = end - start
         size = sum(f.stat().st_size for f in files)

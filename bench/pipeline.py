@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, make_lines, pair, peak_rss_mb
+from common import cpu_seconds, drop_backlog, make_lines, pair, peak_rss_mb, wait_written
 
 FILES = 4
 
@@ -43,16 +43,6 @@ def cat_baseline(paths: list[Path], out: Path) -> float:
     with open(out, "wb") as f:
         subprocess.run(["cat", *map(str, paths)], stdout=f, check=True)
     return time.monotonic() - start
-
-
-def wait_written(collector, total_lines: int, timeout_s: float = 900.0) -> float:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if collector.status()["counters"]["lines_written"] >= total_lines:
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting for the collector")
-        time.sleep(0.02)
 
 
 def append_writer(paths: list[Path], dests: list[Path]) -> subprocess.Popen[bytes]:
@@ -92,12 +82,7 @@ def run_throughput(
     try:
         cpu0 = (cpu_seconds(producer.pid), cpu_seconds(collector.pid))
         if mode == "backlog":
-            staged = [run_dir / f.name for f in files]
-            for src, dst in zip(files, staged, strict=True):
-                os.link(src, dst)
-            start = time.monotonic()
-            for path in staged:
-                os.rename(path, logs / path.name)
+            start = drop_backlog(files, run_dir, logs)
         else:
             start = time.monotonic()
             writer = append_writer(files, [logs / f.name for f in files])

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, pair, peak_rss_mb
+from common import cpu_seconds, drop_backlog, pair, peak_rss_mb, wait_written
 
 from zaggd.collector.manifest import parse_rotated
 
@@ -80,16 +80,6 @@ def make_files(folder: Path, lines_per_file: int) -> list[Path]:
                 f.write(chunk.encode())
         paths.append(path)
     return paths
-
-
-def wait_written(collector, total_lines: int, timeout_s: float = 1800.0) -> float:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if collector.status()["counters"]["lines_written"] >= total_lines:
-            return time.monotonic()
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting for the collector")
-        time.sleep(0.02)
 
 
 def unsealed(folder: Path) -> int:
@@ -151,13 +141,8 @@ def run(
     producer.start()
     try:
         cpu0 = (cpu_seconds(producer.pid), cpu_seconds(collector.pid))
-        staged = [run_dir / f.name for f in files]
-        for src, dst in zip(files, staged, strict=True):
-            os.link(src, dst)
-        start = time.monotonic()
-        for path in staged:
-            os.rename(path, logs / path.name)
-        end = wait_written(collector, total)
+        start = drop_backlog(files, run_dir, logs)
+        end = wait_written(collector, total, timeout_s=1800.0)
         folder = run_dir / "out" / "app"
         sealed_at = end
         if rotate:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -250,19 +250,46 @@ def numbered_lines(prefix: str, start: int, count: int, width: int = 100) -> lis
     return out
 
 
+def tailing_pair(tmp_path: Path, output: dict[str, Any]) -> tuple[Path, Daemon, Daemon]:
+    """Producer web-01 tailing logs/*.log (binding), collector c1 connecting with
+    `output`; the log file the test appends to, and the two daemons."""
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    data_port, replay_port = free_port(), free_port()
+    pcfg = producer_config(
+        tmp_path,
+        "web-01",
+        [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
+        {"bind": [f"tcp://127.0.0.1:{data_port}"], "replay": f"tcp://127.0.0.1:{replay_port}"},
+    )
+    ccfg = collector_config(
+        tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{data_port}"], "topics": [""]}, output
+    )
+    return logs / "app.log", Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
+
+
+def zaggd_verify(folder: Path) -> subprocess.CompletedProcess[str]:
+    """`zaggd verify FOLDER`, run as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "zaggd", "verify", str(folder)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
 def read_output_lines(folder: Path) -> list[bytes]:
-    """Every line under `folder`, file by file in name order; read again if a file
-    vanishes meanwhile (rotated or compressed while the test polls)."""
-    for _ in range(100):
+    """Every line under `folder`, file by file in name order (see settled)."""
+
+    def read() -> list[bytes]:
         lines: list[bytes] = []
-        try:
-            for path in sorted(folder.rglob("*")):
-                if path.is_file():
-                    lines += path.read_bytes().splitlines(keepends=True)
-            return lines
-        except FileNotFoundError:
-            time.sleep(0.02)
-    raise AssertionError(f"{folder} kept changing while being read")
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                lines += path.read_bytes().splitlines(keepends=True)
+        return lines
+
+    return settled(read)
 
 
 def stop_all(*daemons: Daemon) -> None:
@@ -366,23 +393,32 @@ def rotated_output(folder: Path) -> dict[str, bytes]:
     """Per live file name: its archives in name order (gunzipped) and then the live file.
 
     A rotated file present both plain and compressed would double its lines:
-    that is an error here, as it would be for a user concatenating them. The
-    compressor passes through that state (and through files vanishing between
-    listing and reading) for a moment, so a folder still changing is read
-    again, for up to 2 s, before either is reported.
+    that is an error here, as it would be for a user concatenating them, once
+    the folder has settled: the compressor passes through that state for a moment.
     """
-    deadline = time.monotonic() + 2.0
-    while True:
-        try:
-            return _rotated_output_once(folder)
-        except (FileNotFoundError, _BothForms):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    return settled(lambda: _rotated_output_once(folder))
 
 
 class _BothForms(AssertionError):
     pass
+
+
+T = TypeVar("T")
+
+
+def settled(read: Callable[[], T], timeout_s: float = 2.0) -> T:
+    """read(), again while the folder it reads is caught mid-change: a file renamed,
+    compressed or removed between listing and reading it, or a rotated file seen
+    plain and compressed at once. Past `timeout_s` the error stands.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return read()
+        except (FileNotFoundError, _BothForms):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _rotated_output_once(folder: Path) -> dict[str, bytes]:

@@ -234,8 +234,8 @@ def load_allowlist(folder: str) -> dict[bytes, str]:
         if not entry.endswith(PUBLIC_SUFFIX) or entry.startswith("."):
             continue
         path = os.path.join(folder, entry)
-        name = entry[: -len(PUBLIC_SUFFIX)]
-        if not wire.NAME_RE.match(name):
+        name = key_file_node(entry)
+        if name is None:
             raise KeyFileError(
                 f"{path}: a key in allow_dir is named after its node: letters, digits, '.', '_' or '-'"
             )

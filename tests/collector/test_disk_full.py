@@ -25,15 +25,13 @@ import yaml
 
 from tests.helpers import (
     REPO,
-    Daemon,
     append_lines,
-    collector_config,
-    free_port,
     numbered_lines,
-    producer_config,
     rotated_output,
     stop_all,
+    tailing_pair,
     wait_until,
+    zaggd_verify,
 )
 from zaggd.collector.manifest import parse_rotated
 
@@ -59,22 +57,6 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
-def pipeline(tmp_path: Path, output: dict[str, object]) -> tuple[Path, Daemon, Daemon]:
-    logs = tmp_path / "logs"
-    logs.mkdir(exist_ok=True)
-    data_port, replay_port = free_port(), free_port()
-    pcfg = producer_config(
-        tmp_path,
-        "web-01",
-        [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
-        {"bind": [f"tcp://127.0.0.1:{data_port}"], "replay": f"tcp://127.0.0.1:{replay_port}"},
-    )
-    ccfg = collector_config(
-        tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{data_port}"], "topics": [""]}, output
-    )
-    return logs / "app.log", Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
-
-
 def output_bytes(folder: Path) -> bytes:
     if not folder.is_dir():
         return b""
@@ -92,7 +74,7 @@ def unsealed(folder: Path) -> list[str]:
 
 def test_disk_full_pauses_intake_and_resumes_with_nothing_lost(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "out", "size=2m,mode=0755") as out:
-        source, producer, collector = pipeline(
+        source, producer, collector = tailing_pair(
             tmp_path,
             {
                 "path": str(out / "{topic}" / "{node}.log"),
@@ -131,13 +113,7 @@ def test_disk_full_pauses_intake_and_resumes_with_nothing_lost(tmp_path: Path) -
             assert "writing again after the earlier error" in log
             assert collector.stop() == 0
             assert output_bytes(folder) == expected
-            verify = subprocess.run(
-                [sys.executable, "-m", "zaggd", "verify", str(out)],
-                capture_output=True,
-                text=True,
-                cwd=REPO,
-                timeout=60,
-            )
+            verify = zaggd_verify(out)
             assert verify.returncode == 0, verify.stdout + verify.stderr
         finally:
             stop_all(collector, producer)
@@ -145,7 +121,7 @@ def test_disk_full_pauses_intake_and_resumes_with_nothing_lost(tmp_path: Path) -
 
 def test_unwritable_output_folder_is_a_clear_error_at_start(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
-        _, _, collector = pipeline(tmp_path, {"path": str(ro / "{topic}" / "{node}.log")})
+        _, _, collector = tailing_pair(tmp_path, {"path": str(ro / "{topic}" / "{node}.log")})
         result = subprocess.run(
             [sys.executable, "-m", "zaggd", "collector", "-c", str(collector.config)],
             capture_output=True,
@@ -162,7 +138,7 @@ def test_unwritable_output_folder_is_a_clear_error_at_start(tmp_path: Path) -> N
 def test_reload_to_an_unwritable_folder_is_refused_and_writing_goes_on(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
         first = tmp_path / "out"
-        source, producer, collector = pipeline(
+        source, producer, collector = tailing_pair(
             tmp_path, {"path": str(first / "{topic}" / "{node}.log")}
         )
         lines = numbered_lines("r", 0, 200, 100)

@@ -18,7 +18,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,17 +26,14 @@ import pytest
 import yaml
 
 from tests.helpers import (
-    REPO,
-    Daemon,
     OutputHarness,
     append_lines,
-    collector_config,
-    free_port,
     numbered_lines,
-    producer_config,
     rotated_output,
     stop_all,
+    tailing_pair,
     wait_until,
+    zaggd_verify,
 )
 from zaggd.collector.manifest import format_stamp, parse_rotated, read_manifest
 from zaggd.collector.rotation import Archive, Stopped, select_expired
@@ -612,39 +608,13 @@ def wait_for_cut(folder: Path, known: set[Path], timeout_s: float) -> None:
         time.sleep(0.002)
 
 
-def rotating_pipeline(tmp_path: Path, rotate: dict[str, object]) -> tuple[Path, Daemon, Daemon]:
-    """A producer tailing logs/*.log and a collector writing out/{topic}/{node}.log, rotating."""
-    logs = tmp_path / "logs"
-    logs.mkdir(exist_ok=True)
-    data_port, replay_port = free_port(), free_port()
-    pcfg = producer_config(
-        tmp_path,
-        "web-01",
-        [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
-        {"bind": [f"tcp://127.0.0.1:{data_port}"], "replay": f"tcp://127.0.0.1:{replay_port}"},
-    )
-    ccfg = collector_config(
-        tmp_path,
-        "c1",
-        {"connect": [f"tcp://127.0.0.1:{data_port}"], "topics": [""]},
-        {"path": str(tmp_path / "out" / "{topic}" / "{node}.log"), "rotate": rotate},
-    )
-    return logs / "app.log", Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
-
-
-def zaggd_verify(folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zaggd", "verify", str(folder)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
-
-
 def test_reload_changes_rotation_without_losing_lines_or_threads(tmp_path: Path) -> None:
-    source, producer, collector = rotating_pipeline(
-        tmp_path, {"max_bytes": "200KB", "compress": "gzip"}
+    source, producer, collector = tailing_pair(
+        tmp_path,
+        {
+            "path": str(tmp_path / "out" / "{topic}" / "{node}.log"),
+            "rotate": {"max_bytes": "200KB", "compress": "gzip"},
+        },
     )
     folder = tmp_path / "out" / "app"
     lines = numbered_lines("l", 0, 11000, LINE)
@@ -678,8 +648,12 @@ def test_reload_changes_rotation_without_losing_lines_or_threads(tmp_path: Path)
 @pytest.mark.slow
 def test_kill_9_twenty_times_while_rotating_every_200kb(tmp_path: Path) -> None:
     rng = random.Random(5)
-    source, producer, collector = rotating_pipeline(
-        tmp_path, {"max_bytes": "200KB", "compress": "gzip"}
+    source, producer, collector = tailing_pair(
+        tmp_path,
+        {
+            "path": str(tmp_path / "out" / "{topic}" / "{node}.log"),
+            "rotate": {"max_bytes": "200KB", "compress": "gzip"},
+        },
     )
     out = tmp_path / "out"
     folder = out / "app"

@@ -11,27 +11,15 @@ import calendar
 import gzip
 import io
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, OutputHarness, numbered_lines
+from tests.helpers import OutputHarness, numbered_lines, zaggd_verify
 from zaggd.collector.manifest import check_tree, parse_rotated, verify_tree
 from zaggd.config import Compression, RotateConfig
 
 T0 = float(calendar.timegm((2025, 3, 1, 12, 0, 0)))
-
-
-def zaggd_verify(folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "zaggd", "verify", str(folder)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60,
-    )
 
 
 def make_output(tmp_path: Path, compress: Compression, nodes: tuple[str, ...] = ("n1",)) -> Path:

@@ -39,6 +39,14 @@ from zaggd.config import CollectorConfig, FsyncPolicy, StartAt
 from zaggd.endpoints import apply_pgm, attach, is_multicast, limit_incoming, rebind
 from zaggd.errors import ProtocolError, ZaggdError
 from zaggd.metrics import Counters
+from zaggd.security import (
+    apply_curve,
+    apply_curve_for,
+    message_node,
+    node_of_key,
+    pin_server_keys,
+    pinned_nodes,
+)
 from zaggd.service import Worker
 
 log = logging.getLogger(__name__)
@@ -94,7 +102,6 @@ class SubscriberThread(Worker):
             rotation.checkpoint = self.write_checkpoint  # a rotation records its intent first
         self.started = threading.Event()
         self.error: Exception | None = None
-        self.bound: list[str] = []
         self._bound_on: dict[zmq.Socket, list[str]] = {}  # type: ignore[type-arg]
         self.drop_clients = threading.Event()  # set when keys left the allowlist
         self.streams: dict[tuple[str, str], StreamState] = {}
@@ -126,6 +133,11 @@ class SubscriberThread(Worker):
         self._next_forget_check = 0.0
         if restored is not None:
             self._restore(restored)
+
+    @property
+    def bound(self) -> list[str]:
+        """The endpoints bound, ports resolved: the SUB's, then the replay ROUTER's."""
+        return [e for endpoints in self._bound_on.values() for e in endpoints]
 
     # -- start ---------------------------------------------------------------
 
@@ -182,11 +194,8 @@ class SubscriberThread(Worker):
             router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             limit_incoming(router)
             if cfg.curve is not None:
-                from zaggd.security import apply_curve
-
                 apply_curve(router, cfg.curve, True)
             self._bound_on[router] = attach(router, (cfg.replay,), ())
-            self.bound += self._bound_on[router]
             self._poller.register(router, zmq.POLLIN)
 
     def _open_subs(self) -> None:
@@ -199,8 +208,6 @@ class SubscriberThread(Worker):
         if cfg.curve is None or cfg.bind:
             self._open_sub(cfg.bind, cfg.connect, 0)
             return
-        from zaggd.security import pinned_nodes
-
         unbound = []
         for index, (endpoint, node) in enumerate(
             zip(cfg.connect, pinned_nodes(cfg.curve, cfg.connect), strict=True)
@@ -230,8 +237,6 @@ class SubscriberThread(Worker):
             apply_pgm(sub, cfg.pgm)
         before_connect = None
         if cfg.curve is not None:
-            from zaggd.security import apply_curve, node_of_key, pin_server_keys
-
             apply_curve(sub, cfg.curve, bind != ())
             pin = pin_server_keys(sub, cfg.curve)
 
@@ -244,7 +249,6 @@ class SubscriberThread(Worker):
         for topic in self.topics:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._bound_on[sub] = attach(sub, bind, connect, before_connect)
-        self.bound += self._bound_on[sub]
         self._poller.register(sub, zmq.POLLIN)
         self._last_sub_message = time.monotonic()
         return sub
@@ -269,9 +273,7 @@ class SubscriberThread(Worker):
             self._bound_on.pop(sub, None)
             sub.close(linger=0)
         self._subs.clear()
-        bound = list(self.bound)
         self._open_subs()
-        self.bound = bound
 
     def _close_sockets(self) -> None:
         for sock in [*self._subs, self._router, *self._dealers.values()]:
@@ -362,8 +364,6 @@ class SubscriberThread(Worker):
 
     def _is_own_node(self, msg: wire.Message, key_node: str | None) -> bool:
         """Under CURVE a producer speaks only as the node its key is named after."""
-        from zaggd.security import message_node
-
         node = message_node(msg)
         if node == key_node:
             return True
@@ -617,8 +617,6 @@ class SubscriberThread(Worker):
             limit_incoming(dealer)
             try:
                 if self.config.subscribe.curve is not None:
-                    from zaggd.security import apply_curve_for
-
                     pinned = apply_curve_for(
                         dealer,
                         self.config.subscribe.curve,
