@@ -386,7 +386,7 @@ def test_error_names_the_path_as_given(tmp_path: Path, monkeypatch: pytest.Monke
 def test_unreadable_file_is_refused(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.yaml")
     assert error_of(missing) == f"{missing}: cannot read: No such file or directory"
-    assert error_of(str(tmp_path)) == f"{tmp_path}: cannot read: Is a directory"
+    assert error_of(str(tmp_path)) == f"{tmp_path}: not a regular file (a folder)"
 
 
 def test_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:

@@ -27,9 +27,11 @@ from enum import Enum
 from fractions import Fraction
 from typing import Any, NoReturn, TypeVar, cast
 
-import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from zaggd import configfile
+from zaggd.configfile import fail_file as _fail_file
+from zaggd.configfile import one_line as _one_line
 from zaggd.errors import ConfigError
 
 
@@ -415,7 +417,6 @@ _KINDS = {
     _NULL: "an empty value",
     _TIMESTAMP: "a date",
 }
-_MAX_FILE_BYTES = 1 << 20
 _MAX_MERGE_DEPTH = 16
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*", re.ASCII)
 
@@ -460,12 +461,6 @@ def _line_of(node: Node) -> int:
     return mark.line + 1 if mark is not None else 1
 
 
-def _one_line(text: str) -> str:
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
-
-
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -490,51 +485,11 @@ def _join(path: str, key: str) -> str:
 
 
 def _read_root(path: str) -> _Val:
-    text = _read_text(path)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = e.problem or e.context or "unreadable"
-        _fail_file(path, line, f"invalid YAML: {problem}")
-    except yaml.reader.ReaderError as e:
-        line = text[: int(e.position)].count("\n") + 1
-        _fail_file(
-            path, line, f"invalid YAML: special character U+{int(e.character):04X} is not allowed"
-        )
-    except yaml.YAMLError as e:
-        _fail_file(path, 1, f"invalid YAML: {e}")
-    except RecursionError:
-        _fail_file(path, 1, "invalid YAML: nested too deeply")
+    node = configfile.compose(path)
     if not isinstance(node, MappingNode):
         _fail_file(path, 1, "expected a mapping of settings at the top level")
     folder = os.path.dirname(os.path.abspath(path))
     return _Val(path, folder, node, "", 1)
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(_one_line(f"{path}: cannot read: {e.strerror or e}")) from None
-    except ValueError as e:  # a NUL in the path
-        raise ConfigError(_one_line(f"{path}: cannot read: {e}")) from None
-    if len(data) > _MAX_FILE_BYTES:
-        raise ConfigError(
-            _one_line(f"{path}: cannot read: over 1 MiB, too large for a config file")
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        _fail_file(path, line, f"invalid YAML: not UTF-8 text (byte 0x{data[e.start]:02x})")
-    return text.removeprefix("\ufeff")
-
-
-def _fail_file(path: str, line: int, problem: str) -> NoReturn:
-    raise ConfigError(_one_line(f"{path}:{line}: {problem}"))
 
 
 def _mapping_pairs(val: _Val) -> list[tuple[Node, Node]]:

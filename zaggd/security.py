@@ -156,7 +156,10 @@ def load_secret_key(path: str) -> tuple[bytes, bytes]:
 
 def _read_key_file(path: str, secret: bool) -> tuple[bytes, bytes | None]:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise KeyFileError(f"{path}: not a regular file")
+        # Non-blocking: a path swapped for a FIFO after the check must not block the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise KeyFileError(f"{path}: key file not found") from None
     except OSError as exc:
