@@ -1,8 +1,10 @@
 """The main loop: signals, sdnotify, watchdog pings, reload and stop.
 
 Signal handlers only enqueue. The main loop wakes on that queue or once a
-second, dispatches the signal, refreshes STATUS= and sends WATCHDOG=1 only
-when every worker thread is alive and has made progress since the last ping.
+second and takes every pending event at once: a stop drops a pending reload,
+and the SIGHUPs received during a reload make one more reload, not one each.
+It dispatches the event, refreshes STATUS= and sends WATCHDOG=1 only when
+every worker thread is alive and has made progress since the last ping.
 The SystemdNotifier is used from this loop alone.
 """
 
@@ -93,10 +95,7 @@ class Service:
         log.info("ready")
         next_status = time.monotonic() + STATUS_INTERVAL_S
         while True:
-            try:
-                event = self.events.get(timeout=1.0)
-            except queue.Empty:
-                event = ""
+            event = self._next_event()
             if event == "term":
                 break
             if event.startswith("crash:"):
@@ -118,6 +117,28 @@ class Service:
         clean = daemon.shutdown()
         log.info("stopped")
         return 0 if clean and not self._crashed else 1
+
+    def _next_event(self) -> str:
+        """The most urgent of the pending events ("" after a quiet second).
+
+        Everything pending is taken at once: a crash or a stop outranks a
+        reload, which is dropped, and any number of SIGHUPs is one reload.
+        """
+        try:
+            pending = {self.events.get(timeout=1.0)}
+        except queue.Empty:
+            return ""
+        while True:
+            try:
+                pending.add(self.events.get_nowait())
+            except queue.Empty:
+                break
+        for event in sorted(pending):
+            if event.startswith("crash:"):
+                return event
+        if "term" in pending:
+            return "term"
+        return "hup" if "hup" in pending else ""
 
     def _reload(self, daemon: Daemon) -> None:
         self.notify("RELOADING=1")
