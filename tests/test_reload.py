@@ -8,7 +8,9 @@ SIGHUPs coalesces and never delays a SIGTERM; lines keep flowing exactly once.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -25,17 +27,42 @@ from tests.helpers import (
     wait_until,
     write_yaml,
 )
+from tests.test_security import (
+    allow,
+    collector_binding,
+    connecting_producer,
+    curve_client,
+    make_keys,
+)
 
 SIGNAL_GAP_S = 0.005
 
 
 class Pair:
-    """Producer web-01 (binding) tailing logs/app.log, collector c1 connecting."""
+    """A producer tailing `log`, a collector writing it to `out`."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.log, self.producer, self.collector = tailing_pair(tmp_path, {})
-        self.out = tmp_path / "out-c1" / "app" / "web-01-app.log"
+    def __init__(self, log: Path, producer: Daemon, collector: Daemon, out: Path) -> None:
+        self.log, self.producer, self.collector, self.out = log, producer, collector, out
         self.written = 0
+
+    @classmethod
+    def tailing(cls, tmp_path: Path) -> Pair:
+        """Producer web-01 binding, collector c1 connecting; no CURVE."""
+        log, producer, collector = tailing_pair(tmp_path, {})
+        return cls(log, producer, collector, tmp_path / "out-c1" / "app" / "web-01-app.log")
+
+    @classmethod
+    def curve(cls, tmp_path: Path) -> Pair:
+        """Collector c1 binding with CURVE and allow_dir, producer web-01 connecting to it."""
+        keys = make_keys(tmp_path, "collector", "web-01")
+        collector, data, replay = collector_binding(
+            tmp_path, keys, allow(tmp_path / "allowed", keys, "web-01")
+        )
+        producer, logs = connecting_producer(
+            tmp_path, "web-01", data, replay, curve_client(keys, "web-01", "collector")
+        )
+        out = tmp_path / "out-c1" / "app" / "web-01-app.log"
+        return cls(logs / "a.log", producer, collector, out)
 
     def start(self) -> Pair:
         self.collector.start()
@@ -73,7 +100,7 @@ def stop_within(daemon: Daemon, timeout_s: float) -> tuple[int, float]:
 
 
 def test_two_hundred_sighups_coalesce_and_sigterm_is_served_at_once(tmp_path: Path) -> None:
-    pair = Pair(tmp_path).start()
+    pair = Pair.tailing(tmp_path).start()
     try:
         pair.lines_flow()
         for daemon in (pair.producer, pair.collector):
@@ -98,7 +125,7 @@ def test_two_hundred_sighups_coalesce_and_sigterm_is_served_at_once(tmp_path: Pa
 
 @pytest.mark.parametrize("kind", ["producer", "collector"])
 def test_config_replaced_by_a_fifo_is_refused_at_reload(tmp_path: Path, kind: str) -> None:
-    pair = Pair(tmp_path).start()
+    pair = Pair.tailing(tmp_path).start()
     daemon = pair.daemon(kind)
     aside = daemon.config.with_suffix(".aside")
     try:
@@ -143,3 +170,136 @@ def test_pending_events_coalesce_and_a_stop_outranks_a_reload() -> None:
     service.events.put("term")
     service.crash("zaggd-tailer")
     assert service._next_event() == "crash:zaggd-tailer"
+
+
+# --- a reload checks every key file before touching anything --------------------------
+
+
+def refused_and_kept(pair: Pair, daemon: Daemon, problem: str) -> None:
+    """One refusal naming `problem`, no "reloaded", lines still flow, and a clean stop."""
+    wait_until(lambda: refusals(daemon), 15)
+    lines = refusals(daemon)
+    assert len(lines) == 1, lines
+    assert problem in lines[0], lines[0]
+    assert "Traceback" not in daemon.output()
+    pair.lines_flow()
+    assert reloaded_lines(daemon) == 0
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert [pair.producer.stop(), pair.collector.stop()] == [0, 0]
+
+
+def without_read_override() -> list[str]:
+    """A command prefix running a root process that file permissions apply to."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to take CAP_DAC_OVERRIDE from root")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def test_collector_reload_naming_a_secret_key_it_cannot_read_is_refused(tmp_path: Path) -> None:
+    pair = Pair.curve(tmp_path)
+    pair.collector.prefix = without_read_override()
+    try:
+        pair.start()
+        pair.lines_flow()
+        keys = tmp_path / "keys"
+        unreadable = keys / "other.key_secret"
+        shutil.copy(keys / "collector.key_secret", unreadable)
+        unreadable.chmod(0)
+        edit(
+            pair.collector.config,
+            lambda c: c["subscribe"]["curve"].update(secret_key_file=str(unreadable)),
+        )
+        pair.collector.signal(signal.SIGHUP)
+        refused_and_kept(
+            pair, pair.collector, f"{unreadable}: cannot read key file: Permission denied"
+        )
+    finally:
+        pair.stop()
+
+
+def test_producer_reload_with_a_typo_in_server_key_file_is_refused(tmp_path: Path) -> None:
+    pair = Pair.curve(tmp_path)
+    try:
+        pair.start()
+        pair.lines_flow()
+        typo = tmp_path / "keys" / "colector.key"
+        edit(
+            pair.producer.config, lambda c: c["publish"]["curve"].update(server_key_file=str(typo))
+        )
+        pair.producer.signal(signal.SIGHUP)
+        refused_and_kept(pair, pair.producer, f"{typo}: key file not found")
+    finally:
+        pair.stop()
+
+
+def test_reload_with_a_typo_in_allow_dir_is_refused(tmp_path: Path) -> None:
+    pair = Pair.curve(tmp_path)
+    try:
+        pair.start()
+        pair.lines_flow()
+        typo = tmp_path / "alowed"
+        edit(pair.collector.config, lambda c: c["subscribe"]["curve"].update(allow_dir=str(typo)))
+        pair.collector.signal(signal.SIGHUP)
+        refused_and_kept(pair, pair.collector, f"{typo}: allow_dir not found")
+        assert "allowlist not reloaded" not in pair.collector.output()
+    finally:
+        pair.stop()
+
+
+def test_reload_with_a_damaged_key_file_and_the_same_config_is_refused(tmp_path: Path) -> None:
+    """check-config would refuse it: so does a reload, though the config text is unchanged."""
+    pair = Pair.curve(tmp_path)
+    try:
+        pair.start()
+        pair.lines_flow()
+        secret = tmp_path / "keys" / "web-01.key_secret"
+        secret.write_text("not a key\n")
+        pair.producer.signal(signal.SIGHUP)
+        refused_and_kept(pair, pair.producer, f"{secret}: malformed key file: no public-key line")
+    finally:
+        pair.stop()
+
+
+# --- a failure while applying rolls back to the running config --------------------------
+
+
+def test_producer_reload_onto_a_port_in_use_rolls_back(tmp_path: Path) -> None:
+    pair = Pair.tailing(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            pair.start()
+            pair.lines_flow()
+            edit(
+                pair.producer.config,
+                lambda c: c["publish"].update(bind=[f"tcp://127.0.0.1:{port}"]),
+            )
+            pair.producer.signal(signal.SIGHUP)
+            refused_and_kept(
+                pair, pair.producer, f"cannot bind tcp://127.0.0.1:{port}: Address already in use"
+            )
+        finally:
+            pair.stop()
+
+
+def test_collector_reload_onto_a_port_in_use_rolls_back(tmp_path: Path) -> None:
+    pair = Pair.curve(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            pair.start()
+            pair.lines_flow()
+            edit(
+                pair.collector.config,
+                lambda c: c["subscribe"].update(bind=[f"tcp://127.0.0.1:{port}"]),
+            )
+            pair.collector.signal(signal.SIGHUP)
+            refused_and_kept(
+                pair, pair.collector, f"cannot bind tcp://127.0.0.1:{port}: Address already in use"
+            )
+        finally:
+            pair.stop()

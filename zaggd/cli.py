@@ -89,14 +89,11 @@ def dispatch(args: argparse.Namespace) -> int:
         limit_malloc()
 
     if args.command == "check-config":
-        cfg = config_mod.load(args.file)
-        is_producer = isinstance(cfg, config_mod.ProducerConfig)
-        curve = cfg.publish.curve if is_producer else cfg.subscribe.curve  # type: ignore[union-attr]
-        if curve is not None:
-            from zaggd.security import check_keys
+        from zaggd.security import check_config_keys
 
-            check_keys(curve)
-        kind = "producer" if is_producer else "collector"
+        cfg = config_mod.load(args.file)
+        check_config_keys(cfg)
+        kind = "producer" if isinstance(cfg, config_mod.ProducerConfig) else "collector"
         print(f"{args.file}: valid {kind} config")
         return 0
     if args.command == "producer":

@@ -49,7 +49,7 @@ from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
 from zaggd import wire
-from zaggd.config import CurveConfig
+from zaggd.config import CollectorConfig, CurveConfig, ProducerConfig
 from zaggd.errors import KeyFileError, ZaggdError
 from zaggd.service import Worker
 
@@ -251,6 +251,13 @@ def load_allowlist(folder: str) -> dict[bytes, str]:
         if len(allowed) > MAX_ALLOWED_KEYS:
             raise KeyFileError(f"{folder}: more than {MAX_ALLOWED_KEYS} keys in allow_dir")
     return allowed
+
+
+def check_config_keys(cfg: ProducerConfig | CollectorConfig) -> None:
+    """Check every key file a loaded config names, as check-config and a reload do."""
+    curve = cfg.publish.curve if isinstance(cfg, ProducerConfig) else cfg.subscribe.curve
+    if curve is not None:
+        check_keys(curve)
 
 
 def check_keys(curve: CurveConfig) -> None:

@@ -145,6 +145,10 @@ class Service:
         self.notify(f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         try:
             daemon.reload()
+        except Exception:
+            # Expected problems are refused inside reload(); this is a bug: stop cleanly.
+            log.error("reload failed (a bug):\n%s", traceback.format_exc())
+            self.crash("reload")
         finally:
             self.notify("READY=1")
             self.notify(f"STATUS={daemon.status_line()}")

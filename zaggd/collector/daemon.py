@@ -89,12 +89,14 @@ class Collector:
             cfg.output.path,
         )
 
-    def _make_rotation(self, writer: Writer, restored: CheckpointState | None) -> Any:
+    def _make_rotation(
+        self, cfg: CollectorConfig, writer: Writer, restored: CheckpointState | None
+    ) -> Any:
         try:
             from zaggd.collector.rotation import Rotation
         except ImportError:
             return None
-        rotation = Rotation(self.config.output, writer, self.counters, on_crash=self.service.crash)
+        rotation = Rotation(cfg.output, writer, self.counters, on_crash=self.service.crash)
         if restored is not None:
             rotation.recover(restored)
         return rotation
@@ -128,11 +130,14 @@ class Collector:
         }
 
     def reload(self) -> None:
+        """Apply the config file anew, or refuse it whole and keep the running one.
+
+        Everything check-config checks (key files included) and the output's
+        folders are checked before anything changes; a new subscriber that
+        cannot start gives way to the running config's again.
+        """
         try:
-            new = config_mod.load_collector(self.config.path)
-            if new.state_dir != self.config.state_dir:
-                raise ZaggdError("state_dir cannot change while running; restart instead")
-            Writer(new.output).check_writable()
+            new = self._checked(self.config.path)
         except ZaggdError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return
@@ -147,26 +152,54 @@ class Collector:
             log.info("reloaded %s: nothing changed", new.path)
             return
         # Sockets and routes change on the subscriber's own thread, between two messages.
-        self._restart_subscriber(new)
+        error = self._restart_subscriber(new)
+        if error is not None:
+            log.error("reload refused, keeping the running config: %s", error)
+            return
         log.info("reloaded %s", new.path)
 
-    def _restart_subscriber(self, new: CollectorConfig) -> None:
-        assert self.subscriber is not None and self.context is not None
-        old = self.subscriber
-        old.stop()
-        old.join(timeout=30)
-        old.writer.close_all()
+    def _checked(self, path: str) -> CollectorConfig:
+        """The new config, checked as check-config does; ZaggdError when it cannot be used."""
+        from zaggd.security import check_config_keys
+
+        new = config_mod.load_collector(path)
+        if new.state_dir != self.config.state_dir:
+            raise ZaggdError("state_dir cannot change while running; restart instead")
+        check_config_keys(new)
+        Writer(new.output).check_writable()
+        return new
+
+    def _restart_subscriber(self, new: CollectorConfig) -> Exception | None:
+        """Stop the subscriber and start one on `new`; when it cannot start, start the
+        running config's again and return why (when even that fails, the daemon stops)."""
+        self._stop_subscriber()
+        error = self._start_subscriber_or_stop(new)
+        if error is None:
+            self.config = new
+            return None
+        if self._start_subscriber_or_stop(self.config) is not None:
+            log.error("reload: cannot start the subscriber on the running config again; stopping")
+            self.service.crash("zaggd-subscriber")
+        return error
+
+    def _stop_subscriber(self) -> None:
+        assert self.subscriber is not None
+        self.subscriber.stop()
+        self.subscriber.join(timeout=30)
+        self.subscriber.writer.close_all()
         if self.rotation is not None:
-            self.rotation.stop()  # its pending seals are in the checkpoint: the new one resumes them
-        self.config = new
+            self.rotation.stop()  # its pending seals are in the checkpoint: the next one resumes them
+
+    def _start_subscriber_or_stop(self, cfg: CollectorConfig) -> Exception | None:
         try:
-            self._start_subscriber(new)
+            self._start_subscriber(cfg)
+            assert self.subscriber is not None
             error = self.subscriber.error
         except ZaggdError as exc:
             error = exc
-        if error is not None:
-            log.error("reload: the new subscriber failed to start: %s", error)
-            self.service.crash("zaggd-subscriber")
+        if error is not None and self.subscriber is not None:
+            self._stop_subscriber()
+        return error
 
     def _start_subscriber(self, cfg: CollectorConfig) -> None:
         """Recover the output to the checkpoint, then start taking messages."""
@@ -174,7 +207,7 @@ class Collector:
         writer = Writer(cfg.output)
         checkpoint = Checkpoint(cfg.state_dir)
         restored = checkpoint.load()
-        self.rotation = self._make_rotation(writer, restored)
+        self.rotation = self._make_rotation(cfg, writer, restored)
         if restored is not None:
             recover_files(restored)
         self.subscriber = SubscriberThread(

@@ -14,7 +14,7 @@ import time
 import zmq
 
 from zaggd import config as config_mod
-from zaggd.config import ProducerConfig
+from zaggd.config import ProducerConfig, PublishConfig
 from zaggd.control import SOCKET_NAME, ControlServer
 from zaggd.endpoints import advertised
 from zaggd.errors import ZaggdError
@@ -57,7 +57,7 @@ class Producer:
         stored = store.load()
         self.instance = stored.instance if stored is not None else new_id()
         self.context = zmq.Context()
-        self._start_sockets()
+        self._start_sockets(cfg.publish)
         assert self.publisher is not None
         self.tailer = TailerThread(
             cfg,
@@ -84,15 +84,15 @@ class Producer:
             ", ".join(self.publisher.bound or cfg.publish.connect),
         )
 
-    def _start_sockets(self) -> None:
+    def _start_sockets(self, publish: PublishConfig) -> None:
         cfg = self.config
         assert self.context is not None
         replay_endpoint = ""
-        if cfg.publish.bind:
-            replay_endpoint = cfg.publish.advertise or advertised(cfg.publish.replay[0])
+        if publish.bind:
+            replay_endpoint = publish.advertise or advertised(publish.replay[0])
         self.publisher = PublisherThread(
             self.context,
-            cfg.publish,
+            publish,
             cfg.node,
             self.instance,
             replay_endpoint,
@@ -101,7 +101,7 @@ class Producer:
         )
         self.replay = ReplayServer(
             self.context,
-            cfg.publish,
+            publish,
             cfg.node,
             self.instance,
             self.registry,
@@ -143,34 +143,53 @@ class Producer:
         }
 
     def reload(self) -> None:
+        """Apply the config file anew, or refuse it whole and keep the running one.
+
+        Everything check-config checks (key files included) is checked before
+        anything changes; new endpoints that cannot be taken roll back to the
+        running ones. Either way one line says what happened.
+        """
         try:
-            new = config_mod.load_producer(self.config.path)
+            new = self._checked(self.config.path)
         except ZaggdError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             return
         old = self.config
-        if new.node != old.node or new.state_dir != old.state_dir:
-            log.error(
-                "reload refused: node and state_dir cannot change while running; restart instead"
-            )
-            return
         if old.publish.curve is not None:
-            from zaggd.security import reload_allowlist
-
-            # Keys may come and go with the config unchanged.
-            removed = reload_allowlist(self.context)
-            if removed and new.publish == old.publish and new.publish.bind:
-                log.info("keys left the allowlist: dropping every collector connection")
-                for thread in (self.publisher, self.replay):
-                    if thread is not None:
-                        thread.drop_clients.set()
-        self.config = new
+            self._reload_allowlist(new)
         if new.publish != old.publish:
-            self._restart_sockets()
+            error = self._restart_sockets(new)
+            if error is not None:
+                log.error("reload refused, keeping the running config: %s", error)
+                return
+        self.config = new
+        self._apply_sources(new)
+        log.info("reloaded %s: %d sources", new.path, len(new.sources))
+
+    def _checked(self, path: str) -> ProducerConfig:
+        """The new config, checked as check-config does; ZaggdError when it cannot be used."""
+        from zaggd.security import check_config_keys
+
+        new = config_mod.load_producer(path)
+        if new.node != self.config.node or new.state_dir != self.config.state_dir:
+            raise ZaggdError("node and state_dir cannot change while running; restart instead")
+        check_config_keys(new)
+        return new
+
+    def _reload_allowlist(self, new: ProducerConfig) -> None:
+        from zaggd.security import reload_allowlist
+
+        # Keys may come and go with the config unchanged.
+        removed = reload_allowlist(self.context)
+        if removed and new.publish == self.config.publish and new.publish.bind:
+            log.info("keys left the allowlist: dropping every collector connection")
+            for thread in (self.publisher, self.replay):
+                if thread is not None:
+                    thread.drop_clients.set()
+
+    def _apply_sources(self, new: ProducerConfig) -> None:
+        """Hand the new sources to the tailer; wait a while so a reload is done when it returns."""
         assert self.tailer is not None
-        if self.tailer.publisher is not self.publisher:
-            assert self.publisher is not None
-            self.tailer.publisher = self.publisher
         applied = threading.Event()
         tailer = self.tailer
 
@@ -181,33 +200,48 @@ class Producer:
         tailer.calls.put(apply)
         if not applied.wait(APPLY_WAIT_S):
             log.warning("reload: the tailer is busy; it takes the new sources when it can")
-        log.info("reloaded %s: %d sources", new.path, len(new.sources))
 
-    def _restart_sockets(self) -> None:
-        """New endpoints: drain the old publisher, then bind and connect anew."""
+    def _restart_sockets(self, new: ProducerConfig) -> ZaggdError | None:
+        """Drain the old publisher, then bind and connect `new` endpoints.
+
+        When they cannot be taken, the running endpoints are taken again and
+        the error is returned; when even those fail, the daemon stops.
+        """
         assert self.tailer is not None
-        old_publisher, old_replay = self.publisher, self.replay
+        old_publisher = self.publisher
         # Hold the tailer while sockets change hands: it must not queue on a stopping publisher.
         paused = _Pause()
         self.tailer.calls.put(paused.hold)
         paused.wait_held()
         try:
-            for thread in (old_publisher, old_replay):
-                if thread is not None:
-                    thread.stop()
-                    thread.join(timeout=10)
-            self._start_sockets()
+            stop_threads([self.publisher, self.replay], 10.0)
+            error = self._start_sockets_or_stop(new.publish)
+            if error is not None and self._start_sockets_or_stop(self.config.publish) is not None:
+                log.error("reload: cannot take the running endpoints again; stopping")
+                self.service.crash("zaggd-publisher")
+                return error
             assert self.publisher is not None and old_publisher is not None
             for info in old_publisher.streams.values():
                 self.publisher.streams[info.stream] = info
             self.publisher.announce_all()
             self.tailer.publisher = self.publisher
-            log.info(
-                "publish endpoints changed: now %s",
-                ", ".join(self.publisher.bound or self.config.publish.connect),
-            )
+            if error is None:
+                log.info(
+                    "publish endpoints changed: now %s",
+                    ", ".join(self.publisher.bound or new.publish.connect),
+                )
+            return error
         finally:
             paused.release()
+
+    def _start_sockets_or_stop(self, publish: PublishConfig) -> ZaggdError | None:
+        """Start the publisher and replay server on `publish`; on failure, stop what started."""
+        try:
+            self._start_sockets(publish)
+        except ZaggdError as exc:
+            stop_threads([self.publisher, self.replay], 10.0)
+            return exc
+        return None
 
     def shutdown(self) -> bool:
         # The tailer first, so the publisher drains everything it queued.
