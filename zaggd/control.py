@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
+from typing import NoReturn
 
 from zaggd.errors import ZaggdError
 from zaggd.service import Worker
@@ -21,6 +23,11 @@ log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST_BYTES = 64
+# A status answer holds a row per stream: a few MB for a busy collector.
+MAX_ANSWER_BYTES = 32 << 20
+MAX_ANSWER_DEPTH = 8
+QUERY_TIMEOUT_S = 5.0
+_TEXT_KEYS = ("daemon", "node", "instance", "config", "status")
 
 
 class ControlServer(Worker):
@@ -78,29 +85,113 @@ class ControlServer(Worker):
             log.debug("control connection failed: %s", exc)
 
 
-def query(path: str, timeout_s: float = 5.0) -> dict[str, object]:
-    """Ask the daemon behind `path` for its status."""
+def query(path: str, timeout_s: float = QUERY_TIMEOUT_S) -> dict[str, object]:
+    """Ask the daemon behind `path` for its status: a JSON object of checked shape.
+
+    The answer is bounded in size, time and nesting, whatever answers on the
+    socket; ZaggdError (one line, naming the socket) otherwise.
+    """
+    answer = _parse(path, _ask(path, timeout_s))
+    _check_shape(path, answer)
+    return answer
+
+
+def _ask(path: str, timeout_s: float) -> bytes:
+    deadline = time.monotonic() + timeout_s
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
+    data = bytearray()
     try:
+        sock.settimeout(timeout_s)
         sock.connect(path)
         sock.sendall(b"status\n")
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        while chunk := _recv_until(sock, deadline):
+            data += chunk
+            if len(data) > MAX_ANSWER_BYTES:
+                raise ZaggdError(
+                    f"{path}: the daemon's answer is over {MAX_ANSWER_BYTES >> 20} MiB"
+                )
+    except TimeoutError:
+        raise ZaggdError(f"{path}: no complete answer within {timeout_s:.0f} s") from None
     except FileNotFoundError:
         raise ZaggdError(f"{path}: no control socket (is the daemon running?)") from None
     except OSError as exc:
         raise ZaggdError(f"{path}: cannot ask the daemon: {exc.strerror or exc}") from None
     finally:
         sock.close()
+    return bytes(data)
+
+
+def _recv_until(sock: socket.socket, deadline: float) -> bytes:
+    left_s = deadline - time.monotonic()
+    if left_s <= 0:
+        raise TimeoutError
+    sock.settimeout(left_s)
+    return sock.recv(65536)
+
+
+def _parse(path: str, raw: bytes) -> dict[str, object]:
     try:
-        answer = json.loads(b"".join(chunks))
+        answer = json.loads(raw)
+    except RecursionError:
+        raise ZaggdError(f"{path}: the daemon's answer is nested too deeply") from None
     except ValueError:
         raise ZaggdError(f"{path}: the daemon's answer is not JSON") from None
     if not isinstance(answer, dict):
         raise ZaggdError(f"{path}: the daemon's answer is not a JSON object")
+    if _depth_over(answer, MAX_ANSWER_DEPTH):
+        raise ZaggdError(f"{path}: the daemon's answer is nested too deeply")
     return answer
+
+
+def _depth_over(value: object, limit: int) -> bool:
+    """Whether `value` nests lists and objects more than `limit` deep."""
+    level: list[object] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return any(isinstance(item, dict | list) for item in level)
+
+
+def _check_shape(path: str, answer: dict[str, object]) -> None:
+    """The keys `zaggd status` prints have the types it prints."""
+
+    def bad(where: str, what: str, value: object) -> NoReturn:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ZaggdError(
+            f"{path}: the daemon's answer is malformed: {where}: expected {what}, got {shown}"
+        )
+
+    for key in _TEXT_KEYS:
+        if not isinstance(answer.get(key), str | None):
+            bad(key, "a string", answer[key])
+    counters = answer.get("counters", {})
+    if not isinstance(counters, dict):
+        bad("counters", "an object", counters)
+    for name, value in counters.items():
+        if not _is_number(value):
+            bad(_join("counters", name), "a number", value)
+    streams = answer.get("streams_detail", [])
+    if not isinstance(streams, list):
+        bad("streams_detail", "a list", streams)
+    for i, row in enumerate(streams):
+        if not isinstance(row, dict):
+            bad(f"streams_detail[{i}]", "an object", row)
+        for name, value in row.items():
+            if not (_is_number(value) or isinstance(value, str | bool | None)):
+                where = _join(f"streams_detail[{i}]", name)
+                bad(where, "a number, a string, a boolean or null", value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if key.isidentifier() else f"{where}[{key!r}]"
