@@ -9,8 +9,10 @@ Relative paths in a config (state_dir, globs, output.path, key files, ipc://
 endpoints) are taken from the config file's folder and stored absolute.
 
 Public: load(), load_producer(), load_collector(), parse_size(),
-parse_duration(), parse_endpoint() -> Endpoint. Line numbers come from
-yaml.compose() nodes, so nothing of the YAML is constructed but plain scalars.
+parse_duration(), parse_endpoint() -> Endpoint. configfile.py reads the file
+and composes it into nodes (bounded: a regular file, its size, its node count
+with aliases expanded); line numbers come from those nodes, so nothing of the
+YAML is constructed but plain scalars.
 """
 
 from __future__ import annotations
