@@ -12,6 +12,8 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -195,111 +197,72 @@ def without_read_override() -> list[str]:
     return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
-def test_collector_reload_naming_a_secret_key_it_cannot_read_is_refused(tmp_path: Path) -> None:
-    pair = Pair.curve(tmp_path)
-    pair.collector.prefix = without_read_override()
+def refused_reload(pair: Pair, daemon: Daemon, change: Callable[[], None], problem: str) -> None:
+    """Start the pair, see lines flow, `change` the files, SIGHUP `daemon`: refused, kept."""
     try:
         pair.start()
         pair.lines_flow()
-        keys = tmp_path / "keys"
-        unreadable = keys / "other.key_secret"
-        shutil.copy(keys / "collector.key_secret", unreadable)
-        unreadable.chmod(0)
-        edit(
-            pair.collector.config,
-            lambda c: c["subscribe"]["curve"].update(secret_key_file=str(unreadable)),
-        )
-        pair.collector.signal(signal.SIGHUP)
-        refused_and_kept(
-            pair, pair.collector, f"{unreadable}: cannot read key file: Permission denied"
-        )
+        change()
+        daemon.signal(signal.SIGHUP)
+        refused_and_kept(pair, daemon, problem)
     finally:
         pair.stop()
+
+
+def test_collector_reload_naming_a_secret_key_it_cannot_read_is_refused(tmp_path: Path) -> None:
+    pair = Pair.curve(tmp_path)
+    pair.collector.prefix = without_read_override()
+    keys = tmp_path / "keys"
+    unreadable = keys / "other.key_secret"
+
+    def change() -> None:
+        shutil.copy(keys / "collector.key_secret", unreadable)
+        unreadable.chmod(0)
+        curve = {"secret_key_file": str(unreadable)}
+        edit(pair.collector.config, lambda c: c["subscribe"]["curve"].update(curve))
+
+    problem = f"{unreadable}: cannot read key file: Permission denied"
+    refused_reload(pair, pair.collector, change, problem)
 
 
 def test_producer_reload_with_a_typo_in_server_key_file_is_refused(tmp_path: Path) -> None:
     pair = Pair.curve(tmp_path)
-    try:
-        pair.start()
-        pair.lines_flow()
-        typo = tmp_path / "keys" / "colector.key"
-        edit(
-            pair.producer.config, lambda c: c["publish"]["curve"].update(server_key_file=str(typo))
-        )
-        pair.producer.signal(signal.SIGHUP)
-        refused_and_kept(pair, pair.producer, f"{typo}: key file not found")
-    finally:
-        pair.stop()
+    typo = tmp_path / "keys" / "colector.key"
+    curve = {"server_key_file": str(typo)}
+    change = partial(edit, pair.producer.config, lambda c: c["publish"]["curve"].update(curve))
+    refused_reload(pair, pair.producer, change, f"{typo}: key file not found")
 
 
 def test_reload_with_a_typo_in_allow_dir_is_refused(tmp_path: Path) -> None:
     pair = Pair.curve(tmp_path)
-    try:
-        pair.start()
-        pair.lines_flow()
-        typo = tmp_path / "alowed"
-        edit(pair.collector.config, lambda c: c["subscribe"]["curve"].update(allow_dir=str(typo)))
-        pair.collector.signal(signal.SIGHUP)
-        refused_and_kept(pair, pair.collector, f"{typo}: allow_dir not found")
-        assert "allowlist not reloaded" not in pair.collector.output()
-    finally:
-        pair.stop()
+    typo = tmp_path / "alowed"
+    curve = {"allow_dir": str(typo)}
+    change = partial(edit, pair.collector.config, lambda c: c["subscribe"]["curve"].update(curve))
+    refused_reload(pair, pair.collector, change, f"{typo}: allow_dir not found")
+    assert "allowlist not reloaded" not in pair.collector.output()
 
 
 def test_reload_with_a_damaged_key_file_and_the_same_config_is_refused(tmp_path: Path) -> None:
     """check-config would refuse it: so does a reload, though the config text is unchanged."""
     pair = Pair.curve(tmp_path)
-    try:
-        pair.start()
-        pair.lines_flow()
-        secret = tmp_path / "keys" / "web-01.key_secret"
-        secret.write_text("not a key\n")
-        pair.producer.signal(signal.SIGHUP)
-        refused_and_kept(pair, pair.producer, f"{secret}: malformed key file: no public-key line")
-    finally:
-        pair.stop()
+    secret = tmp_path / "keys" / "web-01.key_secret"
+    change = partial(secret.write_text, "not a key\n")
+    problem = f"{secret}: malformed key file: no public-key line"
+    refused_reload(pair, pair.producer, change, problem)
 
 
 # --- a failure while applying rolls back to the running config --------------------------
 
 
-def test_producer_reload_onto_a_port_in_use_rolls_back(tmp_path: Path) -> None:
-    pair = Pair.tailing(tmp_path)
+@pytest.mark.parametrize("kind", ["producer", "collector"])
+def test_reload_onto_a_port_in_use_rolls_back(tmp_path: Path, kind: str) -> None:
+    """The binding side: the producer of a plain pair, the collector of a CURVE pair."""
+    pair = Pair.tailing(tmp_path) if kind == "producer" else Pair.curve(tmp_path)
+    daemon = pair.daemon(kind)
+    section = "publish" if kind == "producer" else "subscribe"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        try:
-            pair.start()
-            pair.lines_flow()
-            edit(
-                pair.producer.config,
-                lambda c: c["publish"].update(bind=[f"tcp://127.0.0.1:{port}"]),
-            )
-            pair.producer.signal(signal.SIGHUP)
-            refused_and_kept(
-                pair, pair.producer, f"cannot bind tcp://127.0.0.1:{port}: Address already in use"
-            )
-        finally:
-            pair.stop()
-
-
-def test_collector_reload_onto_a_port_in_use_rolls_back(tmp_path: Path) -> None:
-    pair = Pair.curve(tmp_path)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        try:
-            pair.start()
-            pair.lines_flow()
-            edit(
-                pair.collector.config,
-                lambda c: c["subscribe"].update(bind=[f"tcp://127.0.0.1:{port}"]),
-            )
-            pair.collector.signal(signal.SIGHUP)
-            refused_and_kept(
-                pair, pair.collector, f"cannot bind tcp://127.0.0.1:{port}: Address already in use"
-            )
-        finally:
-            pair.stop()
+        endpoint = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
+        change = partial(edit, daemon.config, lambda c: c[section].update(bind=[endpoint]))
+        refused_reload(pair, daemon, change, f"cannot bind {endpoint}: Address already in use")
