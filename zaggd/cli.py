@@ -147,17 +147,22 @@ def status(args: argparse.Namespace) -> int:
 
 
 def print_status(answer: dict[str, object]) -> None:
+    """The answer as a table; every value on its line (names escaped, as in the logs)."""
+
+    def text(value: object) -> str:
+        return logs.shown(str(value))
+
     who = answer.get("node") or answer.get("config")
-    print(f"{answer.get('daemon')} {who}: {answer.get('status')}")
+    print(f"{text(answer.get('daemon'))} {text(who)}: {text(answer.get('status'))}")
     counters = answer.get("counters")
     if isinstance(counters, dict):
-        width = max((len(k) for k in counters), default=0)
+        width = max((len(text(k)) for k in counters), default=0)
         for name, value in sorted(counters.items()):
-            print(f"  {name:<{width}}  {value}")
+            print(f"  {text(name):<{width}}  {text(value)}")
     streams = answer.get("streams_detail")
     if isinstance(streams, list) and streams:
         keys = [k for k in streams[0] if k != "stream"]
-        print("  stream            " + "  ".join(keys))
+        print("  stream            " + "  ".join(text(k) for k in keys))
         for row in streams:
             if isinstance(row, dict):
-                print(f"  {row.get('stream')}  " + "  ".join(str(row.get(k)) for k in keys))
+                print(f"  {text(row.get('stream'))}  " + "  ".join(text(row.get(k)) for k in keys))

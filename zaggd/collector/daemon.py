@@ -22,6 +22,7 @@ from zaggd.collector.writer import Writer
 from zaggd.config import CollectorConfig
 from zaggd.control import SOCKET_NAME, ControlServer
 from zaggd.errors import ZaggdError
+from zaggd.logs import shown
 from zaggd.metrics import COLLECTOR_COUNTERS, Counters, Rate
 from zaggd.service import Service, Worker, stop_threads
 from zaggd.statefile import ensure_dir
@@ -40,18 +41,22 @@ def recover_files(state: CheckpointState) -> None:
         except FileNotFoundError:
             if size:
                 log.warning(
-                    "output file missing since the last checkpoint: %s (%d bytes)", path, size
+                    "output file missing since the last checkpoint: %s (%d bytes)",
+                    shown(path),
+                    size,
                 )
             continue
         if actual > size:
             with open(path, "r+b") as fh:
                 fh.truncate(size)
                 os.fsync(fh.fileno())
-            log.info("output cut back to its checkpoint: %s %d -> %d bytes", path, actual, size)
+            log.info(
+                "output cut back to its checkpoint: %s %d -> %d bytes", shown(path), actual, size
+            )
         elif actual < size:
             log.warning(
                 "output shorter than its checkpoint (lost by the OS?): %s has %d of %d bytes",
-                path,
+                shown(path),
                 actual,
                 size,
             )
@@ -86,7 +91,7 @@ class Collector:
             "bound" if cfg.subscribe.bind else "connected",
             ", ".join(self.subscriber.bound or cfg.subscribe.connect),
             ", ".join(repr(t) for t in cfg.subscribe.topics),
-            cfg.output.path,
+            shown(cfg.output.path),
         )
 
     def _make_rotation(
@@ -149,14 +154,14 @@ class Collector:
                 log.info("keys left the allowlist: dropping every producer connection")
                 self.subscriber.drop_clients.set()
         if new == self.config:
-            log.info("reloaded %s: nothing changed", new.path)
+            log.info("reloaded %s: nothing changed", shown(new.path))
             return
         # Sockets and routes change on the subscriber's own thread, between two messages.
         error = self._restart_subscriber(new)
         if error is not None:
             log.error("reload refused, keeping the running config: %s", error)
             return
-        log.info("reloaded %s", new.path)
+        log.info("reloaded %s", shown(new.path))
 
     def _checked(self, path: str) -> CollectorConfig:
         """The new config, checked as check-config does; ZaggdError when it cannot be used."""

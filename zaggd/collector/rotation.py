@@ -64,6 +64,7 @@ from zaggd.collector.manifest import (
 from zaggd.collector.writer import Writer, output_root
 from zaggd.config import Compression, OutputConfig, RotateConfig
 from zaggd.errors import ZaggdError
+from zaggd.logs import shown
 from zaggd.metrics import Counters
 from zaggd.service import Worker
 
@@ -438,7 +439,9 @@ class Rotation:
         self._flushed.pop(path, None)
         self.jobs.put(base)
         self.counters.add("rotations")
-        log.info("output rotated: %s -> %s (%d bytes)", path, os.path.basename(base), size)
+        log.info(
+            "output rotated: %s -> %s (%d bytes)", shown(path), shown(os.path.basename(base)), size
+        )
         # Open the successor now, sparing the subscriber a checkpoint before its first
         # byte: until the next checkpoint, the intent's recovery cuts it back to zero.
         self.writer.open(path)
@@ -523,7 +526,7 @@ class Rotation:
             except FileNotFoundError:
                 log.warning(
                     "rotation not finished, %s is gone: %d bytes missing from the output",
-                    path,
+                    shown(path),
                     size,
                 )
                 return
@@ -531,11 +534,18 @@ class Rotation:
                 os.truncate(path, size)
             elif actual < size:
                 log.warning(
-                    "output shorter than its checkpoint: %s has %d of %d bytes", path, actual, size
+                    "output shorter than its checkpoint: %s has %d of %d bytes",
+                    shown(path),
+                    actual,
+                    size,
                 )
             os.rename(path, base)
             fsync_dir(os.path.dirname(path))
-        log.info("rotation finished after a restart: %s -> %s", path, os.path.basename(base))
+        log.info(
+            "rotation finished after a restart: %s -> %s",
+            shown(path),
+            shown(os.path.basename(base)),
+        )
         if path in files:
             # The checkpoint's size was the old file's; its successor had no checkpointed byte.
             files[path] = {**files[path], "size": 0, "lines": 0, "ranges": {}}
@@ -552,7 +562,7 @@ class Rotation:
         archive = base + GZIP_SUFFIX
         if not _exists(base):
             if not (gzip and _exists(archive)) and not _exists(manifest_path(base)):
-                log.warning("rotated file gone before it was sealed: %s", base)
+                log.warning("rotated file gone before it was sealed: %s", shown(base))
             return
         if gzip and _exists(archive):
             # The archive is whole (renamed after fsync, manifest first): only the plain file is left.
@@ -599,7 +609,7 @@ class Rotation:
                 what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "error"
                 log.error(
                     "cannot seal %s (%s: %s); retrying every %.0f s",
-                    base,
+                    shown(base),
                     what,
                     exc.strerror or exc,
                     RETRY_S,
@@ -619,7 +629,7 @@ class Rotation:
             archives[base] = Archive(base, _stamp_of(base), manifest.size, manifest.live)
         log.debug(
             "output sealed: %s (%d -> %d bytes)",
-            manifest.file,
+            shown(manifest.file),
             manifest.content_size,
             manifest.size,
         )
@@ -654,7 +664,7 @@ class Rotation:
                 self._remove(victim)
                 archives.pop(victim.base, None)
         except OSError as exc:
-            log.error("retention failed in %s: %s", folder, exc)
+            log.error("retention failed in %s: %s", shown(folder), exc)
             self._archives.pop(folder, None)
 
     def _scan_archives(self, folder: str) -> dict[str, Archive]:
@@ -701,7 +711,7 @@ class Rotation:
         os.unlink(mpath)
         fsync_dir(os.path.dirname(mpath))
         self.counters.add("archives_expired")
-        log.info("output expired: %s", path)
+        log.info("output expired: %s", shown(path))
 
 
 def _stamp_of(base: str) -> int:

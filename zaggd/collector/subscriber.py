@@ -38,6 +38,7 @@ from zaggd.collector.writer import Writer, describe_files, is_disk_full
 from zaggd.config import CollectorConfig, FsyncPolicy, StartAt
 from zaggd.endpoints import apply_pgm, attach, is_multicast, limit_incoming, rebind
 from zaggd.errors import ProtocolError, ZaggdError
+from zaggd.logs import shown
 from zaggd.metrics import Counters
 from zaggd.security import (
     apply_curve,
@@ -419,7 +420,7 @@ class SubscriberThread(Worker):
             "stream new: node %s stream %s %s (topic %s) from offset %d",
             node_name,
             sid,
-            path,
+            shown(path),
             topic.decode(),
             expected,
         )
@@ -511,7 +512,7 @@ class SubscriberThread(Worker):
                     "gap found: node %s stream %s %s range %d-%d, asking for a replay",
                     st.node,
                     st.stream,
-                    st.path,
+                    shown(st.path),
                     st.expected,
                     st.known_end,
                 )
@@ -533,7 +534,7 @@ class SubscriberThread(Worker):
             "bytes lost: node %s stream %s %s range %d-%d (%d bytes): %s",
             st.node,
             st.stream,
-            st.path,
+            shown(st.path),
             st.expected,
             msg.end,
             lost,
@@ -602,7 +603,7 @@ class SubscriberThread(Worker):
                     "(not announced for %.0f s) at offset %d",
                     st.node,
                     st.stream,
-                    st.path,
+                    shown(st.path),
                     node.last_heartbeat - st.last_mentioned,
                     st.expected,
                 )
@@ -746,7 +747,7 @@ class SubscriberThread(Worker):
             log.error(
                 "%s: %s (%s); pausing intake and retrying every %.0f s",
                 what,
-                exc.filename or self.writer.root,
+                shown(exc.filename or self.writer.root),
                 exc.strerror,
                 RETRY_INTERVAL_S,
             )

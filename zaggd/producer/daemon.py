@@ -18,6 +18,7 @@ from zaggd.config import ProducerConfig, PublishConfig
 from zaggd.control import SOCKET_NAME, ControlServer
 from zaggd.endpoints import advertised
 from zaggd.errors import ZaggdError
+from zaggd.logs import shown
 from zaggd.metrics import PRODUCER_COUNTERS, Counters, Rate
 from zaggd.producer.offsets import OffsetStore, new_id
 from zaggd.producer.publisher import PublisherThread
@@ -124,11 +125,13 @@ class Producer:
         snap = self.tailer.snapshot if self.tailer is not None else {}
         lines_out = self.counters.get("lines_out")
         rate = self.rate.update(lines_out, time.monotonic())
-        return (
+        line = (
             f"{snap.get('streams', 0)} streams ({snap.get('open', 0)} open), "
             f"{rate:.0f} lines/s, lag {snap.get('lag_bytes', 0)} bytes, "
             f"{lines_out} lines sent, lost {self.counters.get('bytes_lost')} bytes"
         )
+        watching = snap.get("watching", "inotify")
+        return line if watching == "inotify" else f"{line}; watching: {watching}"
 
     def snapshot(self) -> dict[str, object]:
         snap = dict(self.tailer.fresh_snapshot()) if self.tailer is not None else {}
@@ -164,7 +167,7 @@ class Producer:
                 return
         self.config = new
         self._apply_sources(new)
-        log.info("reloaded %s: %d sources", new.path, len(new.sources))
+        log.info("reloaded %s: %d sources", shown(new.path), len(new.sources))
 
     def _checked(self, path: str) -> ProducerConfig:
         """The new config, checked as check-config does; ZaggdError when it cannot be used."""

@@ -6,222 +6,49 @@ nothing is missed for long: the rescan also runs on an interval for file
 systems inotify cannot watch (NFS), and catches what an inotify overflow
 lost (watchdog does not report one). Only events that can mean new content
 are taken: opening, reading and closing a file, ours included, are not.
+
+Without inotify (the user's instances or watches exhausted, see inotify.py)
+the producer goes on by rescanning, says so once at warning level with the
+sysctl to raise, shows it in `watching` (status), and takes inotify again
+when the kernel grants it.
 """
 
 from __future__ import annotations
 
-import glob
+import errno
 import logging
 import os
 import queue
-import re
-import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from functools import lru_cache
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from zaggd.config import Source
+from zaggd.logs import shown
+from zaggd.producer.globs import folder_key, glob_regex, is_excluded, source_of, watch_root
+from zaggd.producer.inotify import LIMITS, refusal, watches_held, watches_needed
+from zaggd.producer.scanner import Found, Scanner, scan, watched_folders
+
+__all__ = [
+    "Discovery",
+    "Found",
+    "Scanner",
+    "glob_regex",
+    "is_excluded",
+    "scan",
+    "source_of",
+    "watch_root",
+    "watched_folders",
+]
 
 log = logging.getLogger(__name__)
 
-_MAGIC = re.compile(r"[*?\[]")
+RETRY_S = 30.0  # without inotify: how often to ask for it again
 
-
-@lru_cache(maxsize=1024)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A regex for a path glob: `*` and `?` stay within a folder, `**` spans folders."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            close = pattern.find("]", i + 2)
-            if close < 0:
-                out.append(re.escape(c))
-                i += 1
-            else:
-                body = pattern[i + 1 : close].replace("\\", "\\\\")
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = close + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def is_excluded(path: str, source: Source) -> bool:
-    by_name, by_path = _exclusions(source.exclude)
-    return bool(
-        (by_name is not None and by_name.match(os.path.basename(path)))
-        or (by_path is not None and by_path.match(path))
-    )
-
-
-@lru_cache(maxsize=256)
-def _exclusions(patterns: tuple[str, ...]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None]:
-    """One regex for the name patterns and one for the path patterns (those with a '/')."""
-
-    def joined(group: list[str]) -> re.Pattern[str] | None:
-        if not group:
-            return None
-        return re.compile("|".join(f"(?:{glob_regex(p).pattern})" for p in group))
-
-    return (
-        joined([p for p in patterns if "/" not in p]),
-        joined([p for p in patterns if "/" in p]),
-    )
-
-
-def source_of(path: str, sources: tuple[Source, ...]) -> Source | None:
-    """The first source whose paths match `path` and whose excludes do not."""
-    for source in sources:
-        if any(glob_regex(p).match(path) for p in source.paths):
-            return None if is_excluded(path, source) else source
-    return None
-
-
-def watch_root(pattern: str) -> tuple[str, bool]:
-    """The folder to watch for a glob, and whether to watch below it."""
-    parts = pattern.split("/")
-    fixed: list[str] = []
-    for part in parts[:-1]:
-        if _MAGIC.search(part):
-            return "/".join(fixed) or "/", True
-        fixed.append(part)
-    return "/".join(fixed) or "/", False
-
-
-class Found:
-    """A file a scan found: its source, and its inode without a stat when listed."""
-
-    __slots__ = ("_st", "entry", "path", "source")
-
-    def __init__(self, source: Source, path: str, entry: os.DirEntry[str] | None) -> None:
-        self.source = source
-        self.path = path
-        self.entry = entry
-        self._st: os.stat_result | None = None
-
-    def inode(self) -> int:
-        return self.entry.inode() if self.entry is not None else self.stat().st_ino
-
-    def stat(self) -> os.stat_result:
-        if self._st is None:
-            self._st = os.stat(self.path, follow_symlinks=False)
-        return self._st
-
-
-def scan(sources: tuple[Source, ...]) -> dict[str, Found]:
-    """Every regular file the sources name now (never through a symlink), with its source."""
-    return Scanner().scan(sources)[0]
-
-
-class Scanner:
-    """Lists the watched folders: every one, or (quick) only those changed since.
-
-    A rescan runs over every watched file, so the common pattern (a glob of
-    folders, then a name glob) lists each folder with scandir, matches names
-    with one regex and stats nothing: the folder entry tells a regular file
-    and its inode. A quick scan skips a folder whose mtime is the one it had
-    when last listed (no file added, removed or renamed in it since), unless
-    that mtime is too recent for the clock that sets it to be trusted.
-    """
-
-    RECENT_NS = 2_000_000_000
-
-    def __init__(self) -> None:
-        self._listed_at: dict[str, int] = {}  # folder -> its mtime when listed
-
-    def scan(
-        self, sources: tuple[Source, ...], quick: bool = False
-    ) -> tuple[dict[str, Found], set[str] | None]:
-        """The files found, and the folders listed (None: every folder was)."""
-        found: dict[str, Found] = {}
-        listed: set[str] | None = set()
-        for source in sources:
-            by_name, by_path = _exclusions(source.exclude)
-            for pattern in source.paths:
-                folder_glob, name_glob = os.path.split(pattern)
-                if not name_glob or "**" in name_glob or not _MAGIC.search(name_glob):
-                    listed = None  # named by glob alone: nothing skipped
-                    candidates = _globbed(pattern)
-                else:
-                    candidates = self._listed(folder_glob, name_glob, quick, listed)
-                for path, entry in candidates:
-                    if path in found:
-                        continue
-                    name = entry.name if entry is not None else os.path.basename(path)
-                    if (by_name is not None and by_name.match(name)) or (
-                        by_path is not None and by_path.match(path)
-                    ):
-                        continue
-                    try:
-                        if entry is not None:
-                            regular = entry.is_file(follow_symlinks=False)
-                        else:
-                            regular = stat.S_ISREG(os.stat(path, follow_symlinks=False).st_mode)
-                    except OSError:
-                        continue
-                    if regular:
-                        found[path] = Found(source, path, entry)
-        return found, listed
-
-    def _listed(
-        self, folder_glob: str, name_glob: str, quick: bool, listed: set[str] | None
-    ) -> Iterator[tuple[str, os.DirEntry[str] | None]]:
-        if _MAGIC.search(folder_glob):
-            folders: Iterable[str] = glob.iglob(folder_glob, recursive=True)
-        else:
-            folders = (folder_glob,)
-        name_re = glob_regex(name_glob)
-        hidden = name_glob.startswith(".")  # as glob: `*` does not match a leading dot
-        for folder in folders:
-            folder = folder or "."
-            try:
-                mtime = os.stat(folder).st_mtime_ns
-            except OSError:
-                continue
-            if quick and self._is_unchanged(folder, mtime):
-                continue
-            try:
-                with os.scandir(folder) as listing:
-                    entries = list(listing)
-            except OSError:
-                continue
-            self._listed_at[folder] = mtime
-            if listed is not None:
-                listed.add(folder)
-            for entry in entries:
-                name = entry.name
-                if (hidden or name[0] != ".") and name_re.match(name):
-                    yield entry.path, entry
-
-    def _is_unchanged(self, folder: str, mtime: int) -> bool:
-        return self._listed_at.get(folder) == mtime and time.time_ns() - mtime > self.RECENT_NS
-
-
-def _globbed(pattern: str) -> Iterator[tuple[str, os.DirEntry[str] | None]]:
-    for path in glob.iglob(pattern, recursive=True):
-        yield path, None
+WatchKey = tuple[str, bool]  # a folder, and whether below it too
 
 
 # Opening and reading a file (ours included) says nothing about its content;
@@ -249,19 +76,6 @@ def _event_filter() -> list[type[FileSystemEvent]] | None:
         return None
 
 
-def watched_folders(sources: tuple[Source, ...]) -> list[str]:
-    """The existing folders the sources' globs can name files in."""
-    folders: set[str] = set()
-    for source in sources:
-        for pattern in source.paths:
-            folder = os.path.dirname(pattern) or "."
-            if _MAGIC.search(folder):
-                folders.update(p for p in glob.iglob(folder, recursive=True) if os.path.isdir(p))
-            elif os.path.isdir(folder):
-                folders.add(folder)
-    return sorted(folders)
-
-
 class _Handler(FileSystemEventHandler):
     def __init__(self, discovery: Discovery) -> None:
         self.discovery = discovery
@@ -287,13 +101,30 @@ def _text(path: str | bytes) -> str:
 class Discovery:
     """Owns the watchdog observer; hands paths to the tailer thread."""
 
-    def __init__(self, sources: tuple[Source, ...], max_queued: int = 65536) -> None:
+    def __init__(
+        self, sources: tuple[Source, ...], rescan_interval_s: float = 10.0, max_queued: int = 65536
+    ) -> None:
         self.paths: queue.Queue[str] = queue.Queue(maxsize=max_queued)
         self._rescan = threading.Event()
         self._observer: BaseObserver | None = None
         self._handler = _Handler(self)
-        self._watched: dict[tuple[str, bool], ObservedWatch] = {}
+        self._watched: dict[WatchKey, ObservedWatch] = {}
+        self._refused: set[WatchKey] = set()  # roots watchdog refused for another reason
         self.sources = sources
+        self.rescan_interval_s = rescan_interval_s
+        self._lacking: str | None = None  # "instances" or "watches" while inotify lacks them
+        self._partly = False  # some folders watched, the others found by rescan only
+        self._next_try = 0.0
+        self._next_check = 0.0  # when to count the watches held again
+
+    @property
+    def watching(self) -> str:
+        """How files are found: `inotify`, or what lacks and what to raise (status)."""
+        if self._lacking is None:
+            return "inotify"
+        sysctl = _sysctl(self._lacking)
+        how = "inotify and rescan" if self._partly else "rescan only"
+        return f"{how} (inotify {self._lacking} exhausted: raise {sysctl})"
 
     def put(self, path: str) -> None:
         try:
@@ -311,30 +142,75 @@ class Discovery:
         return False
 
     def start(self) -> None:
-        self._observer = Observer()
-        self._observer.name = "zaggd-watchdog"
-        self._observer.start()
         self.update_watches(self.sources)
 
     def update_watches(self, sources: tuple[Source, ...]) -> None:
         """Watch the folders the sources' globs name; retried at each rescan."""
-        assert self._observer is not None
         self.sources = sources
-        wanted = {watch_root(p) for s in sources for p in s.paths}
+        wanted = watch_roots(sources)
+        now = time.monotonic()
+        if self._lacking is not None:
+            if now < self._next_try:
+                return
+            self._next_try = now + RETRY_S
+            if self._is_still_refused(wanted):
+                return  # asking watchdog now would only fail again (and leak, in watchdog 2)
+            if self._partly:
+                self._unschedule(set())  # the folders watchdog skipped are asked for again
+        if not self._has_observer():
+            return
+        self._unschedule(wanted)
+        added = False
+        for key in sorted(wanted):
+            if key not in self._watched and os.path.isdir(key[0]):
+                added = self._schedule(key) or added
+        if added or self._lacking is not None or now >= self._next_check:
+            self._next_check = now + RETRY_S
+            self._check_watches(wanted)
+
+    def _is_still_refused(self, wanted: set[WatchKey]) -> bool:
+        roots = [root for root, _ in sorted(wanted) if os.path.isdir(root)]
+        return bool(roots) and refusal(roots[0]) in LIMITS
+
+    def _has_observer(self) -> bool:
+        if self._observer is not None:
+            return True
+        try:
+            observer = Observer()  # watchdog >= 4 takes its inotify instance here
+            observer.name = "zaggd-watchdog"
+            observer.start()
+        except OSError as exc:
+            self._note_lacking(exc)
+            return False
+        self._observer = observer
+        return True
+
+    def _unschedule(self, wanted: set[WatchKey]) -> None:
+        assert self._observer is not None or not self._watched
         for key in list(self._watched):
             if key not in wanted:
-                self._observer.unschedule(self._watched.pop(key))
-        for key in wanted:
-            root, recursive = key
-            if key in self._watched or not os.path.isdir(root):
-                continue
-            try:
-                self._watched[key] = self._schedule(root, recursive)
-                log.info("watching %s%s", root, " and below" if recursive else "")
-            except OSError as exc:
-                log.warning("cannot watch %s: %s (the rescan still finds its files)", root, exc)
+                self._observer.unschedule(self._watched.pop(key))  # type: ignore[union-attr]
 
-    def _schedule(self, root: str, recursive: bool) -> ObservedWatch:
+    def _schedule(self, key: WatchKey) -> bool:
+        root, recursive = key
+        try:
+            self._watched[key] = self._watch(root, recursive)
+        except OSError as exc:
+            if exc.errno in LIMITS:
+                self._note_lacking(exc)
+            elif key not in self._refused:
+                self._refused.add(key)
+                log.warning(
+                    "cannot watch %s: %s (the rescan still finds its files)",
+                    shown(root),
+                    exc.strerror or exc,
+                )
+            return False
+        self._refused.discard(key)
+        log.info("watching %s%s", shown(root), " and below" if recursive else "")
+        return True
+
+    def _watch(self, root: str, recursive: bool) -> ObservedWatch:
         assert self._observer is not None
         wanted = _event_filter()
         if wanted is not None:
@@ -346,7 +222,72 @@ class Discovery:
                 pass  # watchdog < 4 has no event_filter: the handler ignores the rest
         return self._observer.schedule(self._handler, root, recursive=recursive)
 
+    def _check_watches(self, wanted: set[WatchKey]) -> None:
+        """Every folder watched, or what inotify lacks (watchdog >= 4 says nothing of
+        the folders below a root that it could not watch)."""
+        missing = [k for k in wanted if k not in self._watched and os.path.isdir(k[0])]
+        if not missing and self._is_short_of_watches():
+            self._note_lacking(OSError(errno.ENOSPC, "inotify watch limit reached"))
+        elif not missing and self._lacking is not None:
+            log.warning("inotify watches every folder again, events come as they happen")
+            self._lacking = None
+            self._partly = False
+
+    def _is_short_of_watches(self) -> bool:
+        held = watches_held()
+        if held is None or held >= watches_needed(self._watched):
+            return False
+        return any(refusal(root) == errno.ENOSPC for root, _ in list(self._watched)[:1])
+
+    def _note_lacking(self, exc: OSError) -> None:
+        """No inotify instance or watch left: go on by rescan; said once."""
+        what, sysctl = LIMITS.get(exc.errno or 0, ("", ""))
+        if not what:
+            what, sysctl = "instances", _sysctl("instances")  # no inotify at all
+        partly = bool(self._watched)
+        if self._lacking != what or self._partly != partly:
+            log.warning(
+                "inotify %s exhausted (%s): %s found by a rescan every %g s only; "
+                "raise %s (shared by all of this user's programs)",
+                what,
+                exc.strerror or exc,
+                "files in some folders are" if partly else "files are",
+                self.rescan_interval_s,
+                sysctl,
+            )
+        self._lacking, self._partly = what, partly
+        self._next_try = time.monotonic() + RETRY_S
+
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
+
+
+def _sysctl(what: str) -> str:
+    return next(sysctl for name, sysctl in LIMITS.values() if name == what)
+
+
+def watch_roots(sources: tuple[Source, ...]) -> set[WatchKey]:
+    """The folders to hand to watchdog, each real folder once: a folder below a
+    recursive root, or the same folder under another name, is left out."""
+    keys = {watch_root(p) for s in sources for p in s.paths}
+    recursive = sorted(root for root, below in keys if below)
+    out: set[WatchKey] = set()
+    seen: set[tuple[int, int]] = set()
+    for root, below in sorted(keys, key=lambda k: (not k[1], k[0])):
+        if not below and any(_is_within(root, top) for top in recursive):
+            continue
+        if below and any(top != root and _is_within(root, top) for top in recursive):
+            continue
+        key = folder_key(root)
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.add((root, below))
+    return out
+
+
+def _is_within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")

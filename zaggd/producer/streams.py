@@ -64,9 +64,12 @@ from zaggd.identity import (
     path_has_prefix,
     rotation_root,
 )
+from zaggd.logs import shown
 from zaggd.metrics import Counters
-from zaggd.producer.discovery import Found, Scanner, scan, source_of, watched_folders
+from zaggd.producer.globs import source_of
 from zaggd.producer.offsets import StoredState, StreamRecord, new_id
+from zaggd.producer.outputs import CollectorOutputs
+from zaggd.producer.scanner import Found, Scanner, scan, watched_folders
 from zaggd.producer.tailer import Block, Tailer
 
 __all__ = ["COMPRESSED_SUFFIXES", "is_compressed"]
@@ -183,6 +186,7 @@ class StreamManager:
         self.first_start = True
         self.dirty = False
         self.scanner = Scanner()
+        self.outputs = CollectorOutputs()
         self._records: dict[str, tuple[tuple[object, ...], StreamRecord]] = {}
         self.retire_after_s = max(
             RETIRE_AFTER_S, RETIRE_AFTER_HEARTBEATS * config.publish.heartbeat_interval_s
@@ -201,6 +205,8 @@ class StreamManager:
             source = sources.get(record.source)
             if source is None:
                 log.info("stream %s of removed source %s dropped", record.stream, record.source)
+            elif self.outputs.holds(record.path, record.source):
+                log.info("stream %s dropped: %s", record.stream, shown(record.path))
             elif record.finished:
                 self._resume_finished(record, source)
             elif self._is_instance(record.path, record):
@@ -264,7 +270,10 @@ class StreamManager:
             return False
         path, file_id, size = copy
         log.info(
-            "stream copied while stopped: %s -> %s (stream %s)", record.path, path, record.stream
+            "stream copied while stopped: %s -> %s (stream %s)",
+            shown(record.path),
+            shown(path),
+            record.stream,
         )
         tailer = self._resume(record, source, path, file_id, saved_at, renamed=False)
         tailer.saved_fingerprint_size = -1  # the store must learn its new identity
@@ -296,8 +305,8 @@ class StreamManager:
         _settle_last_size(tailer, os.fstat(found.fd).st_size, self._lose)
         log.info(
             "stream compressed while stopped: %s -> %s, reading on from %d (stream %s)",
-            record.path,
-            found.path,
+            shown(record.path),
+            shown(found.path),
             record.offset,
             record.stream,
         )
@@ -325,8 +334,8 @@ class StreamManager:
         if path != record.path and renamed:
             log.info(
                 "stream renamed while stopped: %s -> %s (stream %s)",
-                record.path,
-                path,
+                shown(record.path),
+                shown(path),
                 record.stream,
             )
         self._adopt(tailer)
@@ -355,7 +364,7 @@ class StreamManager:
         end = max(record.offset, record.last_size)
         log.warning(
             "stream gone while the producer was stopped: %s (stream %s), read to %d of %d bytes",
-            record.path,
+            shown(record.path),
             record.stream,
             record.offset,
             end,
@@ -401,6 +410,8 @@ class StreamManager:
         )
 
     def _read_unknown_plain(self, path: str, source: Source, known: _KnownHeads) -> None:
+        if self.outputs.holds(path, source.name):
+            return
         fd = _open_regular(path)
         if fd is None:
             return
@@ -408,25 +419,27 @@ class StreamManager:
         if known.has(os.pread(fd, fid.fingerprint.size, 0)):
             os.close(fd)  # a copy of a stream we know: its bytes are sent under that stream
             return
-        log.info("reading a rotated file never seen before: %s", path)
+        log.info("reading a rotated file never seen before: %s", shown(path))
         tailer = self._make_tailer(new_id(), source, path, fid, 0)
         tailer.rotated = True
         self._adopt(tailer, fd)
         self.counters.add("streams_opened")
 
     def _read_unknown_compressed(self, path: str, source: Source, known: _KnownHeads) -> None:
-        if not can_decompress(path):
+        if not can_decompress(path) or self.outputs.holds(path, source.name):
             return
         head = compressed_head(path)
         if head is None or not head or known.has(head):
             return
         fd = decompress_to_fd(path)
         if fd is None:
-            log.warning("cannot decompress %s, a rotated file that appeared while stopped", path)
+            log.warning(
+                "cannot decompress %s, a rotated file that appeared while stopped", shown(path)
+            )
             return
         st = os.fstat(fd)
         fid = FileId(st.st_dev, st.st_ino, fingerprint_of(head))
-        log.info("reading compressed rotated file that appeared while stopped: %s", path)
+        log.info("reading compressed rotated file that appeared while stopped: %s", shown(path))
         tailer = self._make_tailer(new_id(), source, path, fid, 0)
         tailer.rotated = tailer.decompressed = True
         self._adopt(tailer, fd)
@@ -450,6 +463,7 @@ class StreamManager:
         self.ready.update(self.opened)
         if full:
             self._check_closed_rotated()
+            self._stop_collector_output()
         self.first_start = False
 
     def _check_closed_rotated(self) -> None:
@@ -462,6 +476,24 @@ class StreamManager:
                 self._relocate(tailer)
             elif st.st_size != tailer.offset and st.st_size != tailer.stalled_size:
                 self.ready.add(tailer.stream)
+
+    def _stop_collector_output(self) -> None:
+        """Streams in a folder found to be a collector's output since they opened stop."""
+        by_folder: dict[str, list[Tailer]] = {}
+        for tailer in self.tailers.values():
+            if not tailer.finished:
+                by_folder.setdefault(os.path.dirname(tailer.path), []).append(tailer)
+        for tailers in by_folder.values():
+            if not self.outputs.holds(tailers[0].path, tailers[0].source):
+                continue
+            for tailer in tailers:
+                log.info("stream stopped: %s (stream %s)", shown(tailer.path), tailer.stream)
+                self._close(tailer)
+                self._forget(tailer)
+                self.ready.discard(tailer.stream)
+                tailer.finished = True
+                self.retiring.append((time.monotonic() + self.retire_after_s, tailer.stream))
+                self.dirty = True
 
     def on_path(self, path: str) -> None:
         """Something happened at `path`: a write, a rename, a creation or a deletion."""
@@ -581,6 +613,8 @@ class StreamManager:
         self._open_new(path, found.source)
 
     def _open_new(self, path: str, source: Source) -> None:
+        if self.outputs.holds(path, source.name):
+            return
         fd = _open_regular(path)
         if fd is not None:
             self._open_fd(path, source, fd)
@@ -605,7 +639,7 @@ class StreamManager:
         self.counters.add("streams_opened")
         log.info(
             "stream opened: %s from offset %d (stream %s, topic %s)",
-            path,
+            shown(path),
             tailer.floor,
             tailer.stream,
             source.topic,
@@ -681,13 +715,18 @@ class StreamManager:
         if new_path is not None:
             if new_path != old_path:
                 self._move(tailer, new_path)
-                log.info("stream rotated: %s -> %s (stream %s)", old_path, new_path, tailer.stream)
+                log.info(
+                    "stream rotated: %s -> %s (stream %s)",
+                    shown(old_path),
+                    shown(new_path),
+                    tailer.stream,
+                )
             self.ready.add(tailer.stream)
         elif tailer.fd is not None:
             # Deleted, or moved out of the folder: the handle is read to its end.
             if self.at_path.get(old_path) == tailer.stream:
                 del self.at_path[old_path]
-            log.info("stream deleted or moved away: %s (stream %s)", old_path, tailer.stream)
+            log.info("stream deleted or moved away: %s (stream %s)", shown(old_path), tailer.stream)
             self.ready.add(tailer.stream)
         elif not tailer.finished:
             self._forget(tailer)
@@ -708,8 +747,8 @@ class StreamManager:
             return False
         log.info(
             "stream compressed: %s -> %s, reading on from %d (stream %s)",
-            tailer.path,
-            found.path,
+            shown(tailer.path),
+            shown(found.path),
             tailer.offset,
             tailer.stream,
         )
@@ -803,7 +842,7 @@ class StreamManager:
                     continue
                 block = tailer.read_block(max_bytes)
             except OSError as exc:
-                log.warning("cannot read %s: %s (stream %s)", tailer.path, exc.strerror, sid)
+                log.warning("cannot read %s: %s (stream %s)", shown(tailer.path), exc.strerror, sid)
                 self.ready.discard(sid)
                 continue
             if block is None:
@@ -827,7 +866,7 @@ class StreamManager:
                 self._recover_truncation(tailer)  # truncated while closed, or inode reused
             elif st.st_size > tailer.offset:
                 log.warning(
-                    "cannot reopen %s (stream %s); retried later", tailer.path, tailer.stream
+                    "cannot reopen %s (stream %s); retried later", shown(tailer.path), tailer.stream
                 )
             return
         self._relocate(tailer)
@@ -845,7 +884,7 @@ class StreamManager:
                     "long line %s at max_line_bytes=%d: %s (stream %s)",
                     name.removeprefix("lines_"),
                     tailer.max_line_bytes,
-                    tailer.path,
+                    shown(tailer.path),
                     tailer.stream,
                 )
         counts.split = counts.truncated = counts.skipped = 0
@@ -909,8 +948,8 @@ class StreamManager:
     def _take_copy(self, tailer: Tailer, copy_path: str, copy_id: FileId, copy_size: int) -> None:
         log.info(
             "stream truncated or gone: %s; reading its rest from the copy %s (stream %s)",
-            tailer.path,
-            copy_path,
+            shown(tailer.path),
+            shown(copy_path),
             tailer.stream,
         )
         # Bytes seen in the file past the copy's end were written between logrotate's
@@ -981,7 +1020,7 @@ class StreamManager:
         self.counters.add("bytes_lost", end - start)
         log.warning(
             "bytes lost: %s (stream %s) range %d-%d (%d bytes): %s",
-            path,
+            shown(path),
             stream,
             start,
             end,
@@ -1010,7 +1049,7 @@ class StreamManager:
         else:
             log.info(
                 "stream finished, read to its end: %s (stream %s): %s",
-                tailer.path,
+                shown(tailer.path),
                 tailer.stream,
                 why,
             )
@@ -1044,7 +1083,7 @@ class StreamManager:
             elif not deleted and idle_s >= close_idle_s:
                 self._close(tailer)
                 self.counters.add("streams_closed")
-                log.debug("stream idle, handle closed: %s (stream %s)", tailer.path, sid)
+                log.debug("stream idle, handle closed: %s (stream %s)", shown(tailer.path), sid)
         while self.retiring and self.retiring[0][0] <= now:
             _, sid = self.retiring.popleft()
             done = self.tailers.get(sid)
@@ -1069,7 +1108,9 @@ class StreamManager:
         for tailer in list(self.tailers.values()):
             if tailer.source not in names:
                 log.info(
-                    "source removed, stream closed: %s (stream %s)", tailer.path, tailer.stream
+                    "source removed, stream closed: %s (stream %s)",
+                    shown(tailer.path),
+                    tailer.stream,
                 )
                 self._retire(tailer)
                 self.registry.forget(tailer.stream)
@@ -1246,7 +1287,7 @@ def _open_regular(path: str) -> int | None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.ELOOP):
-            log.warning("cannot open %s: %s", path, exc.strerror)
+            log.warning("cannot open %s: %s", shown(path), exc.strerror)
         return None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)

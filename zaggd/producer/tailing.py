@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from zaggd import wire
 from zaggd.config import ProducerConfig
+from zaggd.logs import shown
 from zaggd.metrics import Counters
 from zaggd.producer.discovery import Discovery
 from zaggd.producer.offsets import OffsetStore, StoredState
@@ -59,10 +60,15 @@ class TailerThread(Worker):
         self.publisher = publisher
         self.counters = counters
         self.manager = StreamManager(config, registry, counters, self._emit)
-        self.discovery = Discovery(config.sources)
+        self.discovery = Discovery(config.sources, config.rescan_interval_s)
         self.first_scan_done = threading.Event()
         self.calls: queue.Queue[Callable[[], None]] = queue.Queue()
-        self.snapshot: dict[str, object] = {"streams": 0, "open": 0, "lag_bytes": 0}
+        self.snapshot: dict[str, object] = {
+            "streams": 0,
+            "open": 0,
+            "lag_bytes": 0,
+            "watching": "inotify",
+        }
 
     def _emit(self, item: Block | Announce | Retire, tailer: Tailer | None) -> None:
         out: Outgoing | Announce | Retire
@@ -166,11 +172,12 @@ class TailerThread(Worker):
             self.manager.saved(records)
             self.manager.dirty = False
         except OSError as exc:
-            log.error("cannot write the offset store %s: %s", self.store.path, exc.strerror)
+            log.error("cannot write the offset store %s: %s", shown(self.store.path), exc.strerror)
 
     def apply_config(self, config: ProducerConfig) -> None:
         """Runs on this thread (queued by reload): sources added, removed or changed."""
         self.config = config
+        self.discovery.rescan_interval_s = config.rescan_interval_s
         self.manager.apply_sources(config)
         self.discovery.update_watches(config.sources)
         self.manager.rescan()
@@ -194,6 +201,7 @@ class TailerThread(Worker):
             "streams": len(m.tailers),
             "open": m.open_handles(),
             "lag_bytes": m.lag_bytes(),
+            "watching": self.discovery.watching,
         }
         if detail:
             snapshot["streams_detail"] = [
