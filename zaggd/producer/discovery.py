@@ -229,7 +229,7 @@ class Discovery:
         if not missing and self._is_short_of_watches():
             self._note_lacking(OSError(errno.ENOSPC, "inotify watch limit reached"))
         elif not missing and self._lacking is not None:
-            log.warning("inotify watches every folder again, events come as they happen")
+            log.info("inotify watches every folder again, events come as they happen")
             self._lacking = None
             self._partly = False
 
