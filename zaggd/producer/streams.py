@@ -488,12 +488,7 @@ class StreamManager:
                 continue
             for tailer in tailers:
                 log.info("stream stopped: %s (stream %s)", shown(tailer.path), tailer.stream)
-                self._close(tailer)
-                self._forget(tailer)
-                self.ready.discard(tailer.stream)
-                tailer.finished = True
-                self.retiring.append((time.monotonic() + self.retire_after_s, tailer.stream))
-                self.dirty = True
+                self._end(tailer)
 
     def on_path(self, path: str) -> None:
         """Something happened at `path`: a write, a rename, a creation or a deletion."""
@@ -1053,6 +1048,10 @@ class StreamManager:
                 tailer.stream,
                 why,
             )
+        self._end(tailer)
+
+    def _end(self, tailer: Tailer) -> None:
+        """Nothing more is read: closed, no longer found by inode or path, retired later."""
         self._close(tailer)
         self._forget(tailer)
         self.ready.discard(tailer.stream)
