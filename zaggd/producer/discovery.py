@@ -15,6 +15,7 @@ when the kernel grants it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -47,6 +48,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RETRY_S = 30.0  # without inotify: how often to ask for it again
+UNAVAILABLE = "unavailable"
 
 WatchKey = tuple[str, bool]  # a folder, and whether below it too
 
@@ -112,7 +114,9 @@ class Discovery:
         self._refused: set[WatchKey] = set()  # roots watchdog refused for another reason
         self.sources = sources
         self.rescan_interval_s = rescan_interval_s
-        self._lacking: str | None = None  # "instances" or "watches" while inotify lacks them
+        # "instances" or "watches" while inotify lacks them; UNAVAILABLE without inotify at all
+        self._lacking: str | None = None
+        self._unavailable_why = ""
         self._partly = False  # some folders watched, the others found by rescan only
         self._next_try = 0.0
         self._next_check = 0.0  # when to count the watches held again
@@ -122,8 +126,10 @@ class Discovery:
         """How files are found: `inotify`, or what lacks and what to raise (status)."""
         if self._lacking is None:
             return "inotify"
-        sysctl = _sysctl(self._lacking)
         how = "inotify and rescan" if self._partly else "rescan only"
+        if self._lacking == UNAVAILABLE:
+            return f"{how} (inotify unavailable: {self._unavailable_why})"
+        sysctl = _sysctl(self._lacking)
         return f"{how} (inotify {self._lacking} exhausted: raise {sysctl})"
 
     def put(self, path: str) -> None:
@@ -189,7 +195,9 @@ class Discovery:
         assert self._observer is not None or not self._watched
         for key in list(self._watched):
             if key not in wanted:
-                self._observer.unschedule(self._watched.pop(key))  # type: ignore[union-attr]
+                watch = self._watched.pop(key)
+                with contextlib.suppress(OSError, KeyError):  # its folder gone, its watch too
+                    self._observer.unschedule(watch)  # type: ignore[union-attr]
 
     def _schedule(self, key: WatchKey) -> bool:
         root, recursive = key
@@ -240,21 +248,25 @@ class Discovery:
         return any(refusal(root) == errno.ENOSPC for root, _ in list(self._watched)[:1])
 
     def _note_lacking(self, exc: OSError) -> None:
-        """No inotify instance or watch left: go on by rescan; said once."""
-        what, sysctl = LIMITS.get(exc.errno or 0, ("", ""))
-        if not what:
-            what, sysctl = "instances", _sysctl("instances")  # no inotify at all
+        """No inotify instance or watch left (or no inotify): go on by rescan; said once."""
+        what, sysctl = LIMITS.get(exc.errno or 0, (UNAVAILABLE, ""))
         partly = bool(self._watched)
         if self._lacking != what or self._partly != partly:
-            log.warning(
-                "inotify %s exhausted (%s): %s found by a rescan every %g s only; "
-                "raise %s (shared by all of this user's programs)",
-                what,
-                exc.strerror or exc,
-                "files in some folders are" if partly else "files are",
-                self.rescan_interval_s,
-                sysctl,
-            )
+            found = "files in some folders are" if partly else "files are"
+            every = f"found by a rescan every {self.rescan_interval_s:g} s only"
+            if what == UNAVAILABLE:
+                self._unavailable_why = str(exc.strerror or exc)
+                log.warning("inotify unavailable (%s): %s %s", self._unavailable_why, found, every)
+            else:
+                log.warning(
+                    "inotify %s exhausted (%s): %s %s; raise %s (shared by all of this "
+                    "user's programs)",
+                    what,
+                    exc.strerror or exc,
+                    found,
+                    every,
+                    sysctl,
+                )
         self._lacking, self._partly = what, partly
         self._next_try = time.monotonic() + RETRY_S
 
