@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -268,6 +270,65 @@ def tailing_pair(tmp_path: Path, output: dict[str, Any]) -> tuple[Path, Daemon, 
     return logs / "app.log", Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
 
 
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at `path` for the test, unmounted afterwards whatever happens."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) to mount a small tmpfs (CI runs as root)")
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not allowed here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True, timeout=30).returncode:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def fill_up(folder: Path) -> Path:
+    """A file that takes every free byte of `folder`'s filesystem; remove it to free them."""
+    filler = folder / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb") as f:
+        while True:
+            try:
+                f.write(chunk)
+                f.flush()
+            except OSError:
+                break
+    return filler
+
+
+def run_refused(kind: str, config: Path, timeout_s: float = 30.0) -> tuple[int, str]:
+    """`zaggd KIND -c CONFIG`, expected to refuse to start: its exit status and stderr.
+    One still running after `timeout_s` is killed and fails the test."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop("JOURNAL_STREAM", None)
+    env.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zaggd", kind, "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=str(config.parent),
+    )
+    try:
+        _, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        raise AssertionError(
+            f"{kind} did not refuse to start; it ran:\n{err.decode(errors='replace')[-2000:]}"
+        ) from None
+    return proc.returncode, err.decode(errors="replace")
+
+
 def zaggd_verify(folder: Path) -> subprocess.CompletedProcess[str]:
     """`zaggd verify FOLDER`, run as an operator would."""
     return subprocess.run(
@@ -279,13 +340,18 @@ def zaggd_verify(folder: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def is_zaggd_own(name: str) -> bool:
+    """zaggd's own files among the output (its lock, its folder marker): no lines of it."""
+    return name.startswith(".zaggd-")
+
+
 def read_output_lines(folder: Path) -> list[bytes]:
     """Every line under `folder`, file by file in name order (see settled)."""
 
     def read() -> list[bytes]:
         lines: list[bytes] = []
         for path in sorted(folder.rglob("*")):
-            if path.is_file():
+            if path.is_file() and not is_zaggd_own(path.name):
                 lines += path.read_bytes().splitlines(keepends=True)
         return lines
 
@@ -428,7 +494,7 @@ def _rotated_output_once(folder: Path) -> dict[str, bytes]:
 
     parts: dict[str, list[tuple[str, bytes]]] = {}
     live: dict[str, bytes] = {}
-    names = sorted(p.name for p in folder.iterdir() if p.is_file())
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and not is_zaggd_own(p.name))
     bases = set()
     for name in names:
         parsed = parse_rotated(name)

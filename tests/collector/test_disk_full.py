@@ -11,16 +11,12 @@ say why.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.helpers import (
@@ -30,31 +26,11 @@ from tests.helpers import (
     rotated_output,
     stop_all,
     tailing_pair,
+    tmpfs,
     wait_until,
     zaggd_verify,
 )
 from zaggd.collector.manifest import parse_rotated
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str) -> Iterator[Path]:
-    """A tmpfs mounted at `path` for the test, unmounted afterwards whatever happens."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root and mount(8) to mount a small tmpfs (CI runs as root)")
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"mounting a tmpfs is not allowed here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)], capture_output=True, timeout=30).returncode:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
 def output_bytes(folder: Path) -> bytes:
