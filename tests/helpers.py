@@ -295,13 +295,14 @@ def fill_up(folder: Path) -> Path:
     """A file that takes every free byte of `folder`'s filesystem; remove it to free them."""
     filler = folder / "filler"
     chunk = b"\0" * 65536
-    with open(filler, "wb") as f:
-        while True:
-            try:
-                f.write(chunk)
-                f.flush()
-            except OSError:
-                break
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while os.write(fd, chunk):
+            pass
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
     return filler
 
 

@@ -79,6 +79,7 @@ def test_second_collector_on_one_output_folder_refuses(tmp_path: Path) -> None:
         first.kill()
         first.start()
         assert lock.read_text() == f"{first.pid}\n"
+        wait_until(lambda: read_output_lines(out) == lines, timeout_s=30)
         assert first.stop() == 0
         assert read_output_lines(out) == lines
     finally:

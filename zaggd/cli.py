@@ -2,8 +2,9 @@
 
 A user error is printed as one line, `zaggd: <what and where>`, never a
 traceback. The exit is 78 (EX_CONFIG) when a daemon's or check-config's config
-or key files cannot be used, which the units do not restart on, and 2 for any
-other error (a port in use, say), which a restart may cure.
+or key files cannot be used, or a daemon's state (a damaged state file, a folder
+another daemon holds), which the units do not restart on, and 2 for any other
+error (a port in use, say), which a restart may cure.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 
 from zaggd import __version__, logs
-from zaggd.errors import ConfigError, KeyFileError, ZaggdError
+from zaggd.errors import ConfigError, KeyFileError, StateError, ZaggdError
 
 log = logging.getLogger("zaggd")
 
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         # Under systemd the journal files it at PRIORITY=3, like the daemon's own errors.
         prefix = "<3>" if logs.is_journal_stderr() else ""
         print(f"{prefix}zaggd: {exc}", file=sys.stderr)
-        if args.command in CONFIG_COMMANDS and isinstance(exc, ConfigError | KeyFileError):
+        if args.command in CONFIG_COMMANDS and isinstance(
+            exc, ConfigError | KeyFileError | StateError
+        ):
             return EXIT_CONFIG
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -15,3 +15,7 @@ class ProtocolError(ZaggdError):
 
 class KeyFileError(ZaggdError):
     """A CURVE key file that is missing, malformed or too widely readable."""
+
+
+class StateError(ZaggdError):
+    """A state file or folder that cannot be used: damaged, unreadable, or another daemon's."""

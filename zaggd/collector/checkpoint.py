@@ -17,12 +17,34 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zaggd.errors import ZaggdError
+from zaggd.errors import StateError
 from zaggd.service import Worker
-from zaggd.statefile import read_state, write_state
+from zaggd.statefile import (
+    Damaged,
+    at,
+    brief,
+    dot,
+    encode_state,
+    load_state,
+    member,
+    want_count,
+    want_list,
+    want_object,
+    want_ranges,
+    want_str,
+    want_time,
+    write_in_state_dir,
+)
 
 KIND = "zaggd-collector-checkpoint"
 VERSION = 1
+# What an operator gives up by moving a damaged checkpoint aside (see SubscriberThread:
+# with no checkpoint every stream and node is new to the collector).
+ASIDE_COST = (
+    "moving it aside makes every stream new to this collector: it asks its producers "
+    "again for all they still have (subscribe.start_at: beginning) and writes it a second "
+    "time, or takes only new lines (start_at: end), skipping those it had not yet got"
+)
 
 
 @dataclass(slots=True)
@@ -36,35 +58,97 @@ class CheckpointState:
 
 
 class Checkpoint:
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, on_remade: Callable[[str], None] | None = None) -> None:
         self.path = os.path.join(state_dir, "checkpoint.json")
+        self.on_remade = on_remade  # the state folder was removed and made again
 
     def load(self) -> CheckpointState | None:
-        state = read_state(self.path, KIND, VERSION)
-        if state is None:
-            return None
+        """The checkpoint, None when there is none; StateError (one line) when damaged."""
         try:
-            return CheckpointState(
-                streams={str(k): list(v) for k, v in state["streams"].items()},
-                files={str(k): dict(v) for k, v in state["files"].items()},
-                nodes=[str(n) for n in state["nodes"]],
-                rotations=[dict(r) for r in state.get("rotations", [])],
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ZaggdError(f"{self.path}: damaged checkpoint ({exc}); move it aside") from None
+            state = load_state(self.path, KIND, VERSION)
+            return None if state is None else checked_state(state)
+        except Damaged as exc:
+            raise StateError(f"{self.path}: damaged checkpoint: {exc}; {ASIDE_COST}") from None
 
     def save(self, state: CheckpointState) -> None:
-        write_state(
-            self.path,
-            KIND,
-            VERSION,
-            {
-                "streams": state.streams,
-                "files": state.files,
-                "nodes": state.nodes,
-                "rotations": state.rotations,
-            },
-        )
+        body = {
+            "streams": state.streams,
+            "files": state.files,
+            "nodes": state.nodes,
+            "rotations": state.rotations,
+        }
+        write_in_state_dir(self.path, encode_state(KIND, VERSION, body), self.on_remade)
+
+
+def checked_state(state: dict[str, Any]) -> CheckpointState:
+    """The checkpoint's content, its whole shape checked; Damaged naming where it is not."""
+    streams = want_object(member(state, "streams", ""), "streams")
+    files = want_object(member(state, "files", ""), "files")
+    nodes = want_list(member(state, "nodes", ""), "nodes")
+    rotations = want_list(state.get("rotations", []), "rotations")
+    return CheckpointState(
+        streams={key: _stream_entry(key, value) for key, value in streams.items()},
+        files={path: _file_entry(path, value) for path, value in files.items()},
+        nodes=[want_str(node, at("nodes", i)) for i, node in enumerate(nodes)],
+        rotations=[_intent(value, at("rotations", i)) for i, value in enumerate(rotations)],
+    )
+
+
+def _stream_entry(key: str, value: object) -> list[Any]:
+    where = at("streams", key)
+    node, _, stream = key.partition("/")
+    if not node or not stream:
+        raise Damaged(f"{where}: not a NODE/STREAM key")
+    if not isinstance(value, list) or len(value) != 4:
+        raise Damaged(f"{where}: not [offset, topic, source, path] ({brief(value)})")
+    expected, topic, source, path = value
+    return [
+        want_count(expected, at(where, 0)),
+        want_str(topic, at(where, 1)),
+        want_str(source, at(where, 2)),
+        want_str(path, at(where, 3)),
+    ]
+
+
+def _file_entry(path: str, value: object) -> dict[str, Any]:
+    """An output file the collector had open: cut back to `size` at start."""
+    where = at("files", path)
+    if not os.path.isabs(path) or "\0" in path:
+        raise Damaged(f"{where}: not an output file path")
+    if os.path.isdir(path):
+        raise Damaged(f"{where}: a folder, not an output file")
+    info = dict(want_object(value, where))
+    info["size"] = want_count(member(info, "size", where), dot(where, "size"))
+    if "lines" in info:
+        info["lines"] = want_count(info["lines"], dot(where, "lines"))
+    if "ranges" in info:
+        info["ranges"] = want_ranges(info["ranges"], dot(where, "ranges"))
+    return info
+
+
+# Fields a rotation intent may carry (see rotation.py), each checked when present.
+_INTENT_COUNTS = ("size",)
+_INTENT_TIMES = ("since", "cut_at")
+_INTENT_TEXTS = ("op", "live", "base", "path", "compress")
+
+
+def _intent(value: object, where: str) -> dict[str, Any]:
+    intent = dict(want_object(value, where))
+    want_str(member(intent, "op", where), dot(where, "op"))
+    for name in _INTENT_COUNTS:
+        if name in intent:
+            want_count(intent[name], dot(where, name))
+    for name in _INTENT_TIMES:
+        if name in intent:
+            intent[name] = want_time(intent[name], dot(where, name))
+    for name in _INTENT_TEXTS:
+        if name in intent:
+            want_str(intent[name], dot(where, name))
+    if "ranges" in intent:
+        intent["ranges"] = want_ranges(intent["ranges"], dot(where, "ranges"))
+    if intent.get("previous") is not None:
+        want_str(intent["previous"], dot(where, "previous"))
+    return intent
 
 
 class Checkpointer(Worker):

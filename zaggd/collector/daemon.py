@@ -18,10 +18,11 @@ import zmq
 from zaggd import config as config_mod
 from zaggd.collector.checkpoint import Checkpoint, CheckpointState
 from zaggd.collector.subscriber import SubscriberThread
-from zaggd.collector.writer import Writer
+from zaggd.collector.writer import Writer, output_root
 from zaggd.config import CollectorConfig
 from zaggd.control import SOCKET_NAME, ControlServer
 from zaggd.errors import ZaggdError
+from zaggd.lock import Locks
 from zaggd.logs import shown
 from zaggd.metrics import COLLECTOR_COUNTERS, Counters, Rate
 from zaggd.service import Service, Worker, stop_threads
@@ -72,10 +73,14 @@ class Collector:
         self.subscriber: SubscriberThread | None = None
         self.control: ControlServer | None = None
         self.rotation: Any = None
+        self.locks = Locks()
 
     def start(self) -> None:
+        # Both locks before the checkpoint is read or an output file cut back.
         ensure_dir(self.config.state_dir)
+        self.locks.take(self.config.state_dir, "state_dir")
         Writer(self.config.output).check_writable()
+        self.locks.take(output_root(self.config.output.path), "output folder")
         self.context = zmq.Context()
         self._start_subscriber(self.config)
         assert self.subscriber is not None
@@ -142,6 +147,13 @@ class Collector:
         cannot start gives way to the running config's again.
         """
         try:
+            self._reload()
+        finally:
+            # A new output folder's lock was taken before the switch; the one not in use goes.
+            self.locks.keep_only((self.config.state_dir, output_root(self.config.output.path)))
+
+    def _reload(self) -> None:
+        try:
             new = self._checked(self.config.path)
         except ZaggdError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
@@ -172,6 +184,7 @@ class Collector:
             raise ZaggdError("state_dir cannot change while running; restart instead")
         check_config_keys(new)
         Writer(new.output).check_writable()
+        self.locks.take(output_root(new.output.path), "output folder")
         return new
 
     def _restart_subscriber(self, new: CollectorConfig) -> Exception | None:
@@ -210,7 +223,7 @@ class Collector:
         """Recover the output to the checkpoint, then start taking messages."""
         assert self.context is not None
         writer = Writer(cfg.output)
-        checkpoint = Checkpoint(cfg.state_dir)
+        checkpoint = Checkpoint(cfg.state_dir, self.locks.retake)
         restored = checkpoint.load()
         self.rotation = self._make_rotation(cfg, writer, restored)
         if restored is not None:
@@ -237,6 +250,9 @@ class Collector:
             self.subscriber.writer.close_all()
         if self.context is not None and clean:
             self.context.term()  # would hang on a socket a stuck thread still holds
+        if self.subscriber is not None and self.subscriber.final_checkpoint_failed:
+            log.error("exiting non-zero: the final checkpoint was not written")
+            return False
         return clean
 
 
@@ -245,8 +261,11 @@ def run(config: CollectorConfig) -> int:
     service.install_signals()
     collector = Collector(config, service)
     try:
-        collector.start()
-    except BaseException:
-        collector.shutdown()
-        raise
-    return service.run(collector)
+        try:
+            collector.start()
+        except BaseException:
+            collector.shutdown()
+            raise
+        return service.run(collector)
+    finally:
+        collector.locks.release_all()

@@ -126,6 +126,7 @@ class SubscriberThread(Worker):
         self._held: tuple[wire.Message, bool] | None = None
         self._blocked_until = 0.0
         self._write_error_logged = False
+        self.final_checkpoint_failed = False
         self._next_checkpoint = 0.0
         self._gap_logged: dict[tuple[str, str], float] = {}
         self.calls: list[Callable[[], None]] = []
@@ -179,6 +180,7 @@ class SubscriberThread(Worker):
                 self.write_checkpoint()
             except (OSError, ZaggdError) as exc:
                 log.error("cannot write the final checkpoint: %s", exc)
+                self.final_checkpoint_failed = True  # the exit status says so
             self.checkpointer.stop()
             self.checkpointer.join(timeout=30)
             self._close_sockets()

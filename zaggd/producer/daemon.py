@@ -18,6 +18,7 @@ from zaggd.config import ProducerConfig, PublishConfig
 from zaggd.control import SOCKET_NAME, ControlServer
 from zaggd.endpoints import advertised
 from zaggd.errors import ZaggdError
+from zaggd.lock import Locks
 from zaggd.logs import shown
 from zaggd.metrics import PRODUCER_COUNTERS, Counters, Rate
 from zaggd.producer.offsets import OffsetStore, new_id
@@ -50,11 +51,13 @@ class Producer:
         self.tailer: TailerThread | None = None
         self.control: ControlServer | None = None
         self.instance = ""
+        self.locks = Locks()
 
     def start(self) -> None:
         cfg = self.config
         ensure_dir(cfg.state_dir)
-        store = OffsetStore(cfg.state_dir)
+        self.locks.take(cfg.state_dir, "state_dir")  # before the state is read
+        store = OffsetStore(cfg.state_dir, self.locks.retake)
         stored = store.load()
         self.instance = stored.instance if stored is not None else new_id()
         self.context = zmq.Context()
@@ -252,6 +255,9 @@ class Producer:
         clean = stop_threads([self.publisher, self.replay, self.control], 10.0) and clean
         if self.context is not None and clean:
             self.context.term()  # would hang on a socket a stuck thread still holds
+        if self.tailer is not None and not self.tailer.final_state_saved:
+            log.error("exiting non-zero: the final offset store was not written")
+            return False
         return clean
 
 
@@ -280,8 +286,11 @@ def run(config: ProducerConfig) -> int:
     service.install_signals()
     producer = Producer(config, service)
     try:
-        producer.start()
-    except BaseException:
-        producer.shutdown()
-        raise
-    return service.run(producer)
+        try:
+            producer.start()
+        except BaseException:
+            producer.shutdown()
+            raise
+        return service.run(producer)
+    finally:
+        producer.locks.release_all()

@@ -17,16 +17,37 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from zaggd.errors import ZaggdError
+from zaggd.errors import StateError
 from zaggd.identity import FileId, Fingerprint
-from zaggd.statefile import read_state, write_atomically
+from zaggd.statefile import (
+    Damaged,
+    at,
+    dot,
+    load_state,
+    member,
+    want_bool,
+    want_count,
+    want_list,
+    want_object,
+    want_str,
+    want_time,
+    write_in_state_dir,
+)
+from zaggd.wire import STREAM_RE
 
 KIND = "zaggd-producer-offsets"
 VERSION = 1
+# What an operator gives up by moving a damaged store aside (see StreamManager: with no
+# store, every file found is a first start, and collectors know streams by their id).
+ASIDE_COST = (
+    "moving it aside makes every watched file new (new stream ids): "
+    "sent again from its start (start_at: beginning), which collectors write a second time, "
+    "or only from its end (start_at: end), which skips lines not yet sent"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +79,33 @@ class StreamRecord:
         }
 
     @classmethod
-    def from_json(cls, stream: str, raw: dict[str, Any]) -> StreamRecord:
+    def from_json(cls, stream: str, value: object, where: str) -> StreamRecord:
+        """The record stored as `value`; Damaged, naming `where`, unless it is whole."""
+        raw = want_object(value, where)
+
+        def get(name: str) -> Any:
+            return member(raw, name, where)
+
+        offset = want_count(get("offset"), dot(where, "offset"))
+        try:
+            fingerprint = Fingerprint.from_json(get("fingerprint"))
+        except ValueError:
+            raise Damaged(f"{dot(where, 'fingerprint')}: not [size, digest]") from None
         return cls(
             stream=stream,
-            source=str(raw["source"]),
-            topic=str(raw["topic"]),
-            path=str(raw["path"]),
+            source=want_str(get("source"), dot(where, "source")),
+            topic=want_str(get("topic"), dot(where, "topic")),
+            path=want_str(get("path"), dot(where, "path")),
             file_id=FileId(
-                int(raw["device"]), int(raw["inode"]), Fingerprint.from_json(raw["fingerprint"])
+                want_count(get("device"), dot(where, "device")),
+                want_count(get("inode"), dot(where, "inode")),
+                fingerprint,
             ),
-            offset=int(raw["offset"]),
-            rotated=bool(raw["rotated"]),
-            finished=bool(raw.get("finished", False)),
-            last_size=int(raw.get("last_size", raw["offset"])),
-            floor=int(raw.get("floor", 0)),
+            offset=offset,
+            rotated=want_bool(get("rotated"), dot(where, "rotated")),
+            finished=want_bool(raw.get("finished", False), dot(where, "finished")),
+            last_size=want_count(raw.get("last_size", offset), dot(where, "last_size")),
+            floor=want_count(raw.get("floor", 0), dot(where, "floor")),
         )
 
 
@@ -87,22 +121,22 @@ class OffsetStore:
     """The offset store file. Saves re-encode only the records that changed since the
     last one: with thousands of idle streams, a save is mostly a join of cached text."""
 
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, on_remade: Callable[[str], None] | None = None) -> None:
         self.path = os.path.join(state_dir, "offsets.json")
+        self.on_remade = on_remade  # the state folder was removed and made again
         self._encoded: dict[str, tuple[StreamRecord, str]] = {}
 
     def load(self) -> StoredState | None:
-        state = read_state(self.path, KIND, VERSION)
-        if state is None:
-            return None
+        """The stored state, None at a first start; StateError (one line) when damaged."""
         try:
-            records = tuple(
-                StreamRecord.from_json(sid, raw) for sid, raw in state["streams"].items()
-            )
-            retired = tuple(Fingerprint.from_json(fp) for fp in state.get("retired", []))
-            return StoredState(str(state["instance"]), float(state["saved_at"]), records, retired)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ZaggdError(f"{self.path}: damaged offset store ({exc}); move it aside") from None
+            state = load_state(self.path, KIND, VERSION)
+            return None if state is None else _stored_state(state)
+        except Damaged as exc:
+            raise StateError(f"{self.path}: damaged offset store: {exc}; {ASIDE_COST}") from None
+
+    def missing(self) -> bool:
+        """Whether the file is gone (deleted by hand while running): the next save is due."""
+        return not os.path.exists(self.path)
 
     def save(
         self,
@@ -123,7 +157,8 @@ class OffsetStore:
         )
         streams = ",".join(self._encode(r) for r in records)
         self._encoded = {r.stream: self._encoded[r.stream] for r in records}
-        write_atomically(self.path, f'{head[:-1]},"streams":{{{streams}}}}}'.encode())
+        data = f'{head[:-1]},"streams":{{{streams}}}}}'.encode()
+        write_in_state_dir(self.path, data, self.on_remade)
 
     def _encode(self, record: StreamRecord) -> str:
         cached = self._encoded.get(record.stream)
@@ -132,6 +167,34 @@ class OffsetStore:
         text = json.dumps(record.stream) + ":" + json.dumps(record.to_json(), separators=(",", ":"))
         self._encoded[record.stream] = (record, text)
         return text
+
+
+def _stored_state(state: dict[str, Any]) -> StoredState:
+    streams = want_object(member(state, "streams", ""), "streams")
+    records = tuple(
+        StreamRecord.from_json(want_id(sid, at("streams", sid)), raw, at("streams", sid))
+        for sid, raw in streams.items()
+    )
+    retired = []
+    for i, fp in enumerate(want_list(state.get("retired", []), "retired")):
+        try:
+            retired.append(Fingerprint.from_json(fp))
+        except ValueError:
+            raise Damaged(f"{at('retired', i)}: not [size, digest]") from None
+    return StoredState(
+        want_id(member(state, "instance", ""), "instance"),
+        want_time(member(state, "saved_at", ""), "saved_at"),
+        records,
+        tuple(retired),
+    )
+
+
+def want_id(value: object, where: str) -> str:
+    """A stream or instance id as new_id makes them (and as the wire requires)."""
+    text = want_str(value, where)
+    if not STREAM_RE.match(text):
+        raise Damaged(f"{where}: not an id of 16 lowercase hex digits")
+    return text
 
 
 def new_id() -> str:

@@ -69,6 +69,8 @@ class TailerThread(Worker):
             "lag_bytes": 0,
             "watching": "inotify",
         }
+        self.final_state_saved = True  # False when the save at shutdown failed
+        self._save_failing = False
 
     def _emit(self, item: Block | Announce | Retire, tailer: Tailer | None) -> None:
         out: Outgoing | Announce | Retire
@@ -102,7 +104,7 @@ class TailerThread(Worker):
             self._loop()
         finally:
             self.discovery.stop()
-            self.save_state()
+            self.final_state_saved = self.save_state()
             self.manager.close_all()
 
     def _loop(self) -> None:
@@ -136,7 +138,9 @@ class TailerThread(Worker):
                 manager.close_finished(now)
                 self._refresh_snapshot()
                 last_house = now
-            if manager.dirty and now - last_save >= self.config.state_interval_s:
+            if now - last_save >= self.config.state_interval_s and (
+                manager.dirty or self.store.missing()  # deleted by hand: write it again
+            ):
                 self.save_state()
                 last_save = now
 
@@ -165,14 +169,27 @@ class TailerThread(Worker):
                 return
             call()
 
-    def save_state(self) -> None:
+    def save_state(self) -> bool:
+        """Write the offset store; whether it was written. A failure (a full disk) is
+        logged once, and once more when a save works again."""
         try:
             records = self.manager.records()
             self.store.save(self.instance, time.time(), records, self.manager.retired_heads)
-            self.manager.saved(records)
-            self.manager.dirty = False
         except OSError as exc:
-            log.error("cannot write the offset store %s: %s", shown(self.store.path), exc.strerror)
+            if not self._save_failing:
+                log.error(
+                    "cannot write the offset store %s: %s; new files wait, retrying",
+                    shown(self.store.path),
+                    exc.strerror,
+                )
+                self._save_failing = True
+            return False
+        self.manager.saved(records)
+        self.manager.dirty = False
+        if self._save_failing:
+            log.info("the offset store %s is written again", shown(self.store.path))
+            self._save_failing = False
+        return True
 
     def apply_config(self, config: ProducerConfig) -> None:
         """Runs on this thread (queued by reload): sources added, removed or changed."""
