@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -283,18 +284,24 @@ def test_damaged_checkpoint_is_one_line_and_exit_78(
     assert f"{what}; moving it aside " in err, err
 
 
-def test_a_checkpointed_output_file_that_is_a_folder_is_one_line_and_exit_78(
-    tmp_path: Path,
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_checkpointed_output_file_that_is_not_a_file_is_one_line_and_exit_78(
+    tmp_path: Path, kind: str
 ) -> None:
     config, checkpoint = collector_on(tmp_path)
-    folder = tmp_path / "out-c1" / "app"
-    folder.mkdir(parents=True)
+    path = tmp_path / "out-c1" / "app"
+    path.parent.mkdir(parents=True)
+    if kind == "folder":
+        path.mkdir()
+        what = "a folder, not an output file"
+    else:
+        os.mkfifo(path)
+        what = "not a regular file, so not an output file"
     doc = checkpoint_doc(tmp_path / "out-c1")
-    doc["files"] = {str(folder): {"size": 0, "lines": 0, "ranges": {}}}
+    doc["files"] = {str(path): {"size": 0, "lines": 0, "ranges": {}}}
     err = damaged_start("collector", config, checkpoint, json.dumps(doc))
     assert err.startswith(
-        f'zaggd: {checkpoint}: damaged checkpoint: files["{folder}"]: '
-        "a folder, not an output file; moving it aside "
+        f'zaggd: {checkpoint}: damaged checkpoint: files["{path}"]: {what}; moving it aside '
     ), err
 
 
@@ -467,14 +474,15 @@ def test_collector_checkpoint_on_a_full_disk_logs_once_and_once_on_recovery(
             assert collector.output().count("ERROR zaggd-subscriber: disk full") == 1
             filler.unlink()
             wait_until(lambda: read_output_lines(out) == lines[:200], timeout_s=30)
-            wait_until(lambda: "writing again after the earlier error" in collector.output())
+            back = "INFO zaggd-subscriber: writing again after the earlier error"
+            wait_until(lambda: back in collector.output())
             append_lines(source, lines[200:300])
             wait_until(lambda: read_output_lines(out) == lines[:300], timeout_s=30)
             filler = fill_up(state)
             append_lines(source, lines[300:])
             assert collector.stop() != 0
             log = collector.output()
-            assert log.count("writing again after the earlier error") == 1
+            assert log.count(back) == 1
             assert "cannot write the final checkpoint" in log
             assert producer.stop() == 0
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -115,8 +116,14 @@ def _file_entry(path: str, value: object) -> dict[str, Any]:
     where = at("files", path)
     if not os.path.isabs(path) or "\0" in path:
         raise Damaged(f"{where}: not an output file path")
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = stat.S_IFREG  # gone or unreadable: recovery says so, file by file
+    if stat.S_ISDIR(mode):
         raise Damaged(f"{where}: a folder, not an output file")
+    if not stat.S_ISREG(mode):
+        raise Damaged(f"{where}: not a regular file, so not an output file")
     info = dict(want_object(value, where))
     info["size"] = want_count(member(info, "size", where), dot(where, "size"))
     if "lines" in info:

@@ -757,7 +757,7 @@ class SubscriberThread(Worker):
 
     def _resume_after_error(self) -> None:
         if self._write_error_logged:
-            log.warning("writing again after the earlier error; nothing was lost")
+            log.info("writing again after the earlier error; nothing was lost")
             self._write_error_logged = False
 
     def _drop(self, what: str, detail: str) -> None:
