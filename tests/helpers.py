@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -268,6 +269,51 @@ def tailing_pair(tmp_path: Path, output: dict[str, Any]) -> tuple[Path, Daemon, 
         tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{data_port}"], "topics": [""]}, output
     )
     return logs / "app.log", Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
+
+
+@dataclass
+class Pair:
+    """A running tailing_pair and every line sent through it so far."""
+
+    source: Path
+    producer: Daemon
+    collector: Daemon
+    out: Path  # the collector's output folder
+    sent: list[bytes] = field(default_factory=list)
+
+    def send(self, lines: list[bytes], wait: bool = True) -> None:
+        """Append `lines` to the source; with `wait`, until the output is exactly `sent`."""
+        append_lines(self.source, lines)
+        self.sent += lines
+        if wait:
+            wait_until(lambda: read_output_lines(self.out) == self.sent, timeout_s=30)
+
+    def assert_exact(self, settle_s: float = 1.0) -> None:
+        """The output is every line sent, once, and stays so (a late double would show)."""
+        wait_until(lambda: read_output_lines(self.out) == self.sent, timeout_s=30)
+        time.sleep(settle_s)
+        assert read_output_lines(self.out) == self.sent
+
+
+@contextlib.contextmanager
+def running_pair(tmp_path: Path, out: Path | None = None, **state_dirs: Path) -> Iterator[Pair]:
+    """tailing_pair writing to `out` (tmp_path/out), both started; both stopped after.
+    `producer=` or `collector=` gives that daemon's state_dir."""
+    out = out or tmp_path / "out"
+    source, producer, collector = tailing_pair(
+        tmp_path, {"path": str(out / "{topic}" / "{node}.log")}
+    )
+    for daemon in (producer, collector):
+        if daemon.kind in state_dirs:
+            data = yaml.safe_load(daemon.config.read_text())
+            data["state_dir"] = str(state_dirs[daemon.kind])
+            write_yaml(daemon.config, data)
+    try:
+        producer.start()
+        collector.start()
+        yield Pair(source, producer, collector, out)
+    finally:
+        stop_all(collector, producer)
 
 
 @contextlib.contextmanager

@@ -19,14 +19,13 @@ import yaml
 
 from tests.helpers import (
     Daemon,
-    append_lines,
     free_port,
     numbered_lines,
     producer_config,
     read_output_lines,
     run_refused,
+    running_pair,
     stop_all,
-    tailing_pair,
     wait_until,
     write_yaml,
 )
@@ -59,41 +58,28 @@ def can_lock(lock: Path) -> bool:
 
 
 def test_second_collector_on_one_output_folder_refuses(tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    source, producer, first = tailing_pair(tmp_path, {"path": str(out / "{topic}" / "{node}.log")})
     lines = numbered_lines("o", 0, 400, 80)
-    try:
-        producer.start()
-        first.start()
-        append_lines(source, lines[:200])
-        wait_until(lambda: read_output_lines(out) == lines[:200], timeout_s=30)
-        lock = out / ".zaggd-lock"
+    with running_pair(tmp_path) as pair:
+        first = pair.collector
+        pair.send(lines[:200])
+        lock = pair.out / ".zaggd-lock"
         assert lock.read_text() == f"{first.pid}\n"
 
         code, err = run_refused("collector", second_collector(first, "c2"))
         assert (code, err) == (78, refusal(lock, first.pid, "output folder"))
 
-        append_lines(source, lines[200:])
-        wait_until(lambda: read_output_lines(out) == lines, timeout_s=30)
+        pair.send(lines[200:])
         # The lock dies with its holder: after kill -9 the same collector starts again.
         first.kill()
         first.start()
         assert lock.read_text() == f"{first.pid}\n"
-        wait_until(lambda: read_output_lines(out) == lines, timeout_s=30)
+        pair.assert_exact()
         assert first.stop() == 0
-        assert read_output_lines(out) == lines
-    finally:
-        stop_all(first, producer)
 
 
 def test_second_collector_on_one_state_dir_refuses(tmp_path: Path) -> None:
-    source, producer, first = tailing_pair(
-        tmp_path, {"path": str(tmp_path / "out" / "{topic}" / "{node}.log")}
-    )
-    lines = numbered_lines("s", 0, 300, 80)
-    try:
-        producer.start()
-        first.start()
+    with running_pair(tmp_path) as pair:
+        first = pair.collector
         state_dir = yaml.safe_load(first.config.read_text())["state_dir"]
         config = second_collector(
             first,
@@ -105,22 +91,14 @@ def test_second_collector_on_one_state_dir_refuses(tmp_path: Path) -> None:
         assert (code, err) == (78, refusal(Path(state_dir) / ".zaggd-lock", first.pid, "state_dir"))
         assert not (tmp_path / "out2").exists()  # refused before touching anything
 
-        append_lines(source, lines)
-        wait_until(lambda: read_output_lines(tmp_path / "out") == lines, timeout_s=30)
+        pair.send(numbered_lines("s", 0, 300, 80))
+        pair.assert_exact()
         assert first.stop() == 0
-        assert read_output_lines(tmp_path / "out") == lines
-    finally:
-        stop_all(first, producer)
 
 
 def test_second_producer_on_one_state_dir_refuses(tmp_path: Path) -> None:
-    source, first, collector = tailing_pair(
-        tmp_path, {"path": str(tmp_path / "out" / "{topic}" / "{node}.log")}
-    )
-    lines = numbered_lines("p", 0, 300, 80)
-    try:
-        first.start()
-        collector.start()
+    with running_pair(tmp_path) as pair:
+        first = pair.producer
         data = yaml.safe_load(first.config.read_text())
         state_dir = Path(data["state_dir"])
         config = producer_config(
@@ -135,59 +113,51 @@ def test_second_producer_on_one_state_dir_refuses(tmp_path: Path) -> None:
         )
         code, err = run_refused("producer", config)
         assert (code, err) == (78, refusal(state_dir / ".zaggd-lock", first.pid, "state_dir"))
-        assert (state_dir / "control.sock").exists()  # the first one's, untouched
+        assert first.status()["daemon"] == "producer"  # its control socket untouched
 
-        append_lines(source, lines)
-        wait_until(lambda: read_output_lines(tmp_path / "out") == lines, timeout_s=30)
-        assert first.status()["daemon"] == "producer"
+        pair.send(numbered_lines("p", 0, 300, 80))
+        pair.assert_exact()
         assert first.stop() == 0
-    finally:
-        stop_all(collector, first)
 
 
 def test_reload_onto_a_locked_output_folder_is_refused_and_a_free_one_moves_the_lock(
     tmp_path: Path,
 ) -> None:
     out1, out2, out3 = tmp_path / "out1", tmp_path / "out2", tmp_path / "out3"
-    source, producer, first = tailing_pair(tmp_path, {"path": str(out1 / "{topic}" / "{node}.log")})
-    other = Daemon(
-        "collector",
-        second_collector(first, "c2", output={"path": str(out2 / "{topic}" / "{node}.log")}),
-        tmp_path,
-    )
     lines = numbered_lines("r", 0, 300, 80)
-    try:
-        producer.start()
-        first.start()
-        other.start()
-        append_lines(source, lines[:100])
-        wait_until(lambda: read_output_lines(out1) == lines[:100], timeout_s=30)
-        wait_until(lambda: read_output_lines(out2) == lines[:100], timeout_s=30)
+    with running_pair(tmp_path, out1) as pair:
+        first = pair.collector
+        other = Daemon(
+            "collector",
+            second_collector(first, "c2", output={"path": str(out2 / "{topic}" / "{node}.log")}),
+            tmp_path,
+        )
+        try:
+            other.start()
+            pair.send(lines[:100])
+            wait_until(lambda: read_output_lines(out2) == lines[:100], timeout_s=30)
 
-        data = yaml.safe_load(first.config.read_text())
-        data["output"]["path"] = str(out2 / "{topic}" / "{node}.log")
-        write_yaml(first.config, data)
-        first.signal(signal.SIGHUP)
-        wait_until(lambda: "reload refused" in first.output(), timeout_s=30)
-        assert (
-            "reload refused, keeping the running config: "
-            + refusal(out2 / ".zaggd-lock", other.pid, "output folder")[len("zaggd: ") :]
-        ) in first.output()
-        append_lines(source, lines[100:200])
-        wait_until(lambda: read_output_lines(out1) == lines[:200], timeout_s=30)
-        wait_until(lambda: read_output_lines(out2) == lines[:200], timeout_s=30)
+            data = yaml.safe_load(first.config.read_text())
+            data["output"]["path"] = str(out2 / "{topic}" / "{node}.log")
+            write_yaml(first.config, data)
+            first.signal(signal.SIGHUP)
+            wait_until(lambda: "reload refused" in first.output(), timeout_s=30)
+            refused = refusal(out2 / ".zaggd-lock", other.pid, "output folder")
+            assert f"reload refused, keeping the running config: {refused[7:]}" in first.output()
+            pair.send(lines[100:200])
+            wait_until(lambda: read_output_lines(out2) == lines[:200], timeout_s=30)
 
-        data["output"]["path"] = str(out3 / "{topic}" / "{node}.log")
-        write_yaml(first.config, data)
-        first.signal(signal.SIGHUP)
-        wait_until(lambda: f"reloaded {first.config}" in first.output(), timeout_s=30)
-        assert (out3 / ".zaggd-lock").read_text() == f"{first.pid}\n"
-        assert not can_lock(out3 / ".zaggd-lock")
-        assert can_lock(out1 / ".zaggd-lock")  # freed
-        append_lines(source, lines[200:])
-        wait_until(lambda: read_output_lines(out3) == lines[200:], timeout_s=30)
-        assert read_output_lines(out1) == lines[:200]
-        assert first.stop() == 0 and other.stop() == 0
-        assert read_output_lines(out2) == lines
-    finally:
-        stop_all(first, other, producer)
+            data["output"]["path"] = str(out3 / "{topic}" / "{node}.log")
+            write_yaml(first.config, data)
+            first.signal(signal.SIGHUP)
+            wait_until(lambda: f"reloaded {first.config}" in first.output(), timeout_s=30)
+            assert (out3 / ".zaggd-lock").read_text() == f"{first.pid}\n"
+            assert not can_lock(out3 / ".zaggd-lock")
+            assert can_lock(out1 / ".zaggd-lock")  # freed
+            pair.send(lines[200:], wait=False)
+            wait_until(lambda: read_output_lines(out3) == lines[200:], timeout_s=30)
+            assert read_output_lines(out1) == lines[:200]
+            assert first.stop() == 0 and other.stop() == 0
+            assert read_output_lines(out2) == lines
+        finally:
+            stop_all(other)

@@ -24,16 +24,14 @@ import yaml
 
 from tests.helpers import (
     Daemon,
-    append_lines,
     collector_config,
     fill_up,
     free_port,
     numbered_lines,
     producer_config,
-    read_output_lines,
     run_refused,
+    running_pair,
     stop_all,
-    tailing_pair,
     tmpfs,
     wait_until,
 )
@@ -146,6 +144,7 @@ OFFSET_CASES: list[tuple[str, Any, str]] = [
     ("instance a number", lambda d: d.update(instance=5), "instance: not a string (5)"),
 ]
 
+FILE = 'files["OUT/app/web-01-app.log"]'  # OUT: the collector's output folder
 CHECKPOINT_CASES: list[tuple[str, Any, str]] = [
     ("deep", lambda d: deep("zaggd-collector-checkpoint"), "JSON nested too deeply"),
     (
@@ -163,22 +162,26 @@ CHECKPOINT_CASES: list[tuple[str, Any, str]] = [
         lambda d: d.update(streams={STREAM: [3, "app", "app", "/var/log/app.log"]}),
         f'streams["{STREAM}"]: not a NODE/STREAM key',
     ),
-    ("size missing", lambda d: out_file(d).pop("size"), ".size: missing"),
+    ("size missing", lambda d: out_file(d).pop("size"), f"{FILE}.size: missing"),
     (
         "size big",
         lambda d: out_file(d).update(size="big"),
-        ".size: not a whole number >= 0 ('big')",
+        f"{FILE}.size: not a whole number >= 0 ('big')",
     ),
-    ("size -1", lambda d: out_file(d).update(size=-1), ".size: not a whole number >= 0 (-1)"),
+    (
+        "size -1",
+        lambda d: out_file(d).update(size=-1),
+        f"{FILE}.size: not a whole number >= 0 (-1)",
+    ),
     (
         "size 1e999",
         lambda d: with_text(d, '"size": 0', '"size": 1e999'),
-        ".size: not a whole number >= 0 (inf)",
+        f"{FILE}.size: not a whole number >= 0 (inf)",
     ),
     (
         "range backwards",
         lambda d: out_file(d).update(ranges={f"web-01/{STREAM}": [5, 1]}),
-        f'.ranges["web-01/{STREAM}"]: not [start, end] with start <= end ([5, 1])',
+        f'{FILE}.ranges["web-01/{STREAM}"]: not [start, end] with start <= end ([5, 1])',
     ),
     ("node a number", lambda d: d.update(nodes=[5]), "nodes[0]: not a string (5)"),
     (
@@ -227,61 +230,57 @@ PRODUCER_ASIDE = (
     "sent again from its start (start_at: beginning), which collectors write a second time, "
     "or only from its end (start_at: end), which skips lines not yet sent"
 )
+COLLECTOR_ASIDE = (
+    "moving it aside makes every stream new to this collector: it asks its producers "
+    "again for all they still have (subscribe.start_at: beginning) and writes it a second "
+    "time, or takes only new lines (start_at: end), skipping those it had not yet got"
+)
 
 
-def test_an_undamaged_offset_store_is_taken(tmp_path: Path) -> None:
-    config, store = producer_on(tmp_path)
-    store.parent.mkdir(parents=True)
-    store.write_text(json.dumps(offsets_doc(tmp_path / "logs")))
-    producer = Daemon("producer", config, tmp_path)
+def state_file_of(tmp_path: Path, kind: str) -> tuple[Path, Path, dict[str, Any], str]:
+    """A config for `kind`, its state file, a whole document for it, and what it is called."""
+    if kind == "producer":
+        config, state = producer_on(tmp_path)
+        return config, state, offsets_doc(tmp_path / "logs"), "offset store"
+    config, state = collector_on(tmp_path)
+    return config, state, checkpoint_doc(tmp_path / "out-c1"), "checkpoint"
+
+
+@pytest.mark.parametrize("kind", ["producer", "collector"])
+def test_an_undamaged_state_file_is_taken(tmp_path: Path, kind: str) -> None:
+    """The documents the damaged cases start from are whole: each case damages one thing."""
+    config, state, doc, _ = state_file_of(tmp_path, kind)
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps(doc))
+    daemon = Daemon(kind, config, tmp_path)
     try:
-        producer.start()
-        assert producer.status()["instance"] == "89abcdef01234567"
-        assert producer.stop() == 0
+        daemon.start()
+        if kind == "producer":
+            assert daemon.status()["instance"] == "89abcdef01234567"
+        else:
+            assert daemon.status()["streams"] == 1
+        assert daemon.stop() == 0
     finally:
-        stop_all(producer)
+        stop_all(daemon)
 
 
-@pytest.mark.parametrize("damage", OFFSET_CASES, ids=[c[0] for c in OFFSET_CASES])
-def test_damaged_offset_store_is_one_line_and_exit_78(
-    tmp_path: Path, damage: tuple[str, Any, str]
+CASES = [("producer", *case) for case in OFFSET_CASES] + [
+    ("collector", *case) for case in CHECKPOINT_CASES
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "change", "what"), CASES, ids=[f"{c[0]}: {c[1]}" for c in CASES]
+)
+def test_a_damaged_state_file_is_one_line_and_exit_78(
+    tmp_path: Path, kind: str, name: str, change: Any, what: str
 ) -> None:
-    _, change, what = damage
-    config, store = producer_on(tmp_path)
-    doc = offsets_doc(tmp_path / "logs")
+    config, state, doc, called = state_file_of(tmp_path, kind)
     text = change(doc)
-    err = damaged_start(
-        "producer", config, store, text if isinstance(text, str) else json.dumps(doc)
-    )
-    assert err == f"zaggd: {store}: damaged offset store: {what}; {PRODUCER_ASIDE}\n"
-
-
-def test_an_undamaged_checkpoint_is_taken(tmp_path: Path) -> None:
-    config, checkpoint = collector_on(tmp_path)
-    checkpoint.parent.mkdir(parents=True)
-    checkpoint.write_text(json.dumps(checkpoint_doc(tmp_path / "out-c1")))
-    collector = Daemon("collector", config, tmp_path)
-    try:
-        collector.start()
-        assert collector.status()["streams"] == 1
-        assert collector.stop() == 0
-    finally:
-        stop_all(collector)
-
-
-@pytest.mark.parametrize("damage", CHECKPOINT_CASES, ids=[c[0] for c in CHECKPOINT_CASES])
-def test_damaged_checkpoint_is_one_line_and_exit_78(
-    tmp_path: Path, damage: tuple[str, Any, str]
-) -> None:
-    _, change, what = damage
-    config, checkpoint = collector_on(tmp_path)
-    doc = checkpoint_doc(tmp_path / "out-c1")
-    text = change(doc)
-    err = damaged_start(
-        "collector", config, checkpoint, text if isinstance(text, str) else json.dumps(doc)
-    )
-    assert err.startswith(f"zaggd: {checkpoint}: damaged checkpoint: "), err
-    assert f"{what}; moving it aside " in err, err
+    err = damaged_start(kind, config, state, text if isinstance(text, str) else json.dumps(doc))
+    what = what.replace("OUT", str(tmp_path / "out-c1"))
+    aside = PRODUCER_ASIDE if kind == "producer" else COLLECTOR_ASIDE
+    assert err == f"zaggd: {state}: damaged {called}: {what}; {aside}\n"
 
 
 @pytest.mark.parametrize("kind", ["folder", "fifo"])
@@ -300,9 +299,9 @@ def test_a_checkpointed_output_file_that_is_not_a_file_is_one_line_and_exit_78(
     doc = checkpoint_doc(tmp_path / "out-c1")
     doc["files"] = {str(path): {"size": 0, "lines": 0, "ranges": {}}}
     err = damaged_start("collector", config, checkpoint, json.dumps(doc))
-    assert err.startswith(
-        f'zaggd: {checkpoint}: damaged checkpoint: files["{path}"]: {what}; moving it aside '
-    ), err
+    assert err == (
+        f'zaggd: {checkpoint}: damaged checkpoint: files["{path}"]: {what}; {COLLECTOR_ASIDE}\n'
+    )
 
 
 # -- state lost while running ---------------------------------------------------------
@@ -312,95 +311,44 @@ def state_dir_of(daemon: Daemon) -> Path:
     return Path(yaml.safe_load(daemon.config.read_text())["state_dir"])
 
 
-def test_producer_makes_a_removed_state_dir_again_and_resumes_from_it(tmp_path: Path) -> None:
-    source, producer, collector = tailing_pair(
-        tmp_path, {"path": str(tmp_path / "out" / "{topic}" / "{node}.log")}
-    )
+@pytest.mark.parametrize("kind", ["producer", "collector"])
+def test_a_removed_state_dir_is_made_again_and_resumed_from(tmp_path: Path, kind: str) -> None:
     lines = numbered_lines("d", 0, 300, 80)
-    out = tmp_path / "out"
-    try:
-        producer.start()
-        collector.start()
-        append_lines(source, lines[:100])
-        wait_until(lambda: read_output_lines(out) == lines[:100], timeout_s=30)
-        state = state_dir_of(producer)
+    with running_pair(tmp_path) as pair:
+        pair.send(lines[:100])
+        daemon = pair.producer if kind == "producer" else pair.collector
+        state = state_dir_of(daemon)
         shutil.rmtree(state)
-        append_lines(source, lines[100:200])
-        wait_until(lambda: (state / "offsets.json").exists(), timeout_s=15)
-        assert (state / ".zaggd-lock").read_text() == f"{producer.pid}\n"
-        wait_until(lambda: read_output_lines(out) == lines[:200], timeout_s=30)
-        log = producer.output()
-        assert log.count(f"WARNING zaggd-tailer: state folder {state} was removed") == 1
-        assert "cannot write the offset store" not in log
-        # Resumed from the new store after kill -9: nothing sent twice, nothing skipped.
-        time.sleep(0.5)  # one more save, for the lines just sent
-        producer.kill()
-        producer.start()
-        append_lines(source, lines[200:])
-        wait_until(lambda: read_output_lines(out) == lines, timeout_s=30)
-        time.sleep(1.0)
-        assert read_output_lines(out) == lines
-        assert producer.stop() == 0 and collector.stop() == 0
-    finally:
-        stop_all(producer, collector)
+        pair.send(lines[100:200])
+        store = state / ("offsets.json" if kind == "producer" else "checkpoint.json")
+        wait_until(store.exists, timeout_s=15)
+        assert (state / ".zaggd-lock").read_text() == f"{daemon.pid}\n"
+        time.sleep(1.5)  # a save after the last line
+        log = daemon.output()
+        thread = "zaggd-tailer" if kind == "producer" else "zaggd-checkpoint"
+        assert log.count(f"WARNING {thread}: state folder {state} was removed") == 1
+        assert "ERROR" not in log
+        # Resumed from the new state after kill -9: nothing sent twice, nothing skipped.
+        daemon.kill()
+        daemon.start()
+        pair.send(lines[200:], wait=False)
+        pair.assert_exact()
+        assert pair.producer.stop() == 0 and pair.collector.stop() == 0
 
 
 def test_producer_writes_a_deleted_offset_store_again_while_idle(tmp_path: Path) -> None:
-    source, producer, collector = tailing_pair(
-        tmp_path, {"path": str(tmp_path / "out" / "{topic}" / "{node}.log")}
-    )
     lines = numbered_lines("i", 0, 200, 80)
-    out = tmp_path / "out"
-    try:
-        producer.start()
-        collector.start()
-        append_lines(source, lines[:100])
-        wait_until(lambda: read_output_lines(out) == lines[:100], timeout_s=30)
-        store = state_dir_of(producer) / "offsets.json"
+    with running_pair(tmp_path) as pair:
+        pair.send(lines[:100])
+        store = state_dir_of(pair.producer) / "offsets.json"
         time.sleep(0.5)  # idle: every offset saved
         store.unlink()
         wait_until(store.exists, timeout_s=5)
-        producer.kill()
-        producer.start()
-        append_lines(source, lines[100:])
-        wait_until(lambda: read_output_lines(out) == lines, timeout_s=30)
-        time.sleep(1.0)
-        assert read_output_lines(out) == lines
-        assert producer.stop() == 0 and collector.stop() == 0
-    finally:
-        stop_all(producer, collector)
-
-
-def test_collector_makes_a_removed_state_dir_again_and_resumes_from_it(tmp_path: Path) -> None:
-    source, producer, collector = tailing_pair(
-        tmp_path, {"path": str(tmp_path / "out" / "{topic}" / "{node}.log")}
-    )
-    lines = numbered_lines("c", 0, 300, 80)
-    out = tmp_path / "out"
-    try:
-        producer.start()
-        collector.start()
-        append_lines(source, lines[:100])
-        wait_until(lambda: read_output_lines(out) == lines[:100], timeout_s=30)
-        state = state_dir_of(collector)
-        shutil.rmtree(state)
-        append_lines(source, lines[100:200])
-        wait_until(lambda: (state / "checkpoint.json").exists(), timeout_s=15)
-        assert (state / ".zaggd-lock").read_text() == f"{collector.pid}\n"
-        wait_until(lambda: read_output_lines(out) == lines[:200], timeout_s=30)
-        time.sleep(1.5)  # a checkpoint after the last line
-        log = collector.output()
-        assert log.count(f"WARNING zaggd-checkpoint: state folder {state} was removed") == 1
-        assert "ERROR" not in log
-        collector.kill()
-        collector.start()
-        append_lines(source, lines[200:])
-        wait_until(lambda: read_output_lines(out) == lines, timeout_s=30)
-        time.sleep(1.0)
-        assert read_output_lines(out) == lines
-        assert producer.stop() == 0 and collector.stop() == 0
-    finally:
-        stop_all(producer, collector)
+        pair.producer.kill()
+        pair.producer.start()
+        pair.send(lines[100:], wait=False)
+        pair.assert_exact()
+        assert pair.producer.stop() == 0 and pair.collector.stop() == 0
 
 
 # -- a full disk under the state folder ------------------------------------------------
@@ -409,81 +357,57 @@ def test_collector_makes_a_removed_state_dir_again_and_resumes_from_it(tmp_path:
 def test_producer_offset_store_on_a_full_disk_logs_once_and_once_on_recovery(
     tmp_path: Path,
 ) -> None:
-    with tmpfs(tmp_path / "pstate", "size=1m,mode=0755") as state:
-        source, producer, collector = tailing_pair(
-            tmp_path, {"path": str(tmp_path / "out" / "{topic}" / "{node}.log")}
-        )
-        config = yaml.safe_load(producer.config.read_text())
-        config["state_dir"] = str(state)
-        producer.config.write_text(yaml.safe_dump(config))
-        lines = numbered_lines("f", 0, 400, 80)
-        out = tmp_path / "out"
-        try:
-            producer.start()
-            collector.start()
-            append_lines(source, lines[:100])
-            wait_until(lambda: read_output_lines(out) == lines[:100], timeout_s=30)
-            filler = fill_up(state)
-            for i in range(100, 200, 10):  # several saves, each failing
-                append_lines(source, lines[i : i + 10])
-                time.sleep(0.3)
-            wait_until(lambda: read_output_lines(out) == lines[:200], timeout_s=30)
-            error = f"ERROR zaggd-tailer: cannot write the offset store {state}/offsets.json"
-            assert producer.output().count(error) == 1
-            filler.unlink()
-            append_lines(source, lines[200:300])
-            back = f"INFO zaggd-tailer: the offset store {state}/offsets.json is written again"
-            wait_until(lambda: back in producer.output(), timeout_s=15)
-            wait_until(lambda: read_output_lines(out) == lines[:300], timeout_s=30)
-            # Full again at shutdown: the final state is not written, and the exit says so.
-            filler = fill_up(state)
-            append_lines(source, lines[300:])
-            wait_until(lambda: read_output_lines(out) == lines, timeout_s=30)
-            assert producer.stop() != 0
-            log = producer.output()
-            assert log.count(error) == 2 and log.count(back) == 1
-            assert "the final offset store was not written" in log
-            assert collector.stop() == 0
-        finally:
-            stop_all(producer, collector)
+    lines = numbered_lines("f", 0, 400, 80)
+    with (
+        tmpfs(tmp_path / "pstate", "size=1m,mode=0755") as state,
+        running_pair(tmp_path, producer=state) as pair,
+    ):
+        pair.send(lines[:100])
+        filler = fill_up(state)
+        for i in range(100, 200, 10):  # several saves, each failing
+            pair.send(lines[i : i + 10], wait=False)
+            time.sleep(0.3)
+        pair.send([])
+        error = f"ERROR zaggd-tailer: cannot write the offset store {state}/offsets.json"
+        assert pair.producer.output().count(error) == 1
+        filler.unlink()
+        pair.send(lines[200:300])
+        back = f"INFO zaggd-tailer: the offset store {state}/offsets.json is written again"
+        wait_until(lambda: back in pair.producer.output(), timeout_s=15)
+        # Full again at shutdown: the final state is not written, and the exit says so.
+        fill_up(state)
+        pair.send(lines[300:])
+        assert pair.producer.stop() != 0
+        log = pair.producer.output()
+        assert log.count(error) == 2 and log.count(back) == 1
+        assert "the final offset store was not written" in log
+        assert pair.collector.stop() == 0
 
 
 def test_collector_checkpoint_on_a_full_disk_logs_once_and_once_on_recovery(
     tmp_path: Path,
 ) -> None:
-    with tmpfs(tmp_path / "cstate", "size=1m,mode=0755") as state:
-        source, producer, collector = tailing_pair(
-            tmp_path, {"path": str(tmp_path / "out" / "{topic}" / "{node}.log")}
-        )
-        config = yaml.safe_load(collector.config.read_text())
-        config["state_dir"] = str(state)
-        collector.config.write_text(yaml.safe_dump(config))
-        lines = numbered_lines("k", 0, 400, 80)
-        out = tmp_path / "out"
-        try:
-            producer.start()
-            collector.start()
-            append_lines(source, lines[:100])
-            wait_until(lambda: read_output_lines(out) == lines[:100], timeout_s=30)
-            filler = fill_up(state)
-            for i in range(100, 200, 10):
-                append_lines(source, lines[i : i + 10])
-                time.sleep(0.3)
-            wait_until(lambda: "disk full" in collector.output(), timeout_s=15)
-            time.sleep(2.0)  # retries, each failing
-            assert collector.output().count("ERROR zaggd-subscriber: disk full") == 1
-            filler.unlink()
-            wait_until(lambda: read_output_lines(out) == lines[:200], timeout_s=30)
-            back = "INFO zaggd-subscriber: writing again after the earlier error"
-            wait_until(lambda: back in collector.output())
-            append_lines(source, lines[200:300])
-            wait_until(lambda: read_output_lines(out) == lines[:300], timeout_s=30)
-            filler = fill_up(state)
-            append_lines(source, lines[300:])
-            assert collector.stop() != 0
-            log = collector.output()
-            assert log.count(back) == 1
-            assert "cannot write the final checkpoint" in log
-            assert producer.stop() == 0
-        finally:
-            stop_all(producer, collector)
+    lines = numbered_lines("k", 0, 400, 80)
+    with (
+        tmpfs(tmp_path / "cstate", "size=1m,mode=0755") as state,
+        running_pair(tmp_path, collector=state) as pair,
+    ):
+        pair.send(lines[:100])
+        filler = fill_up(state)
+        for i in range(100, 200, 10):  # intake pauses: no checkpoint, no more output
+            pair.send(lines[i : i + 10], wait=False)
+            time.sleep(0.3)
+        wait_until(lambda: "disk full" in pair.collector.output(), timeout_s=15)
+        time.sleep(2.0)  # retries, each failing
+        assert pair.collector.output().count("ERROR zaggd-subscriber: disk full") == 1
+        filler.unlink()
+        pair.send(lines[200:300])
+        back = "INFO zaggd-subscriber: writing again after the earlier error"
+        wait_until(lambda: back in pair.collector.output())
+        fill_up(state)
+        pair.send(lines[300:], wait=False)
+        assert pair.collector.stop() != 0
+        log = pair.collector.output()
+        assert log.count(back) == 1
+        assert "cannot write the final checkpoint" in log
+        assert pair.producer.stop() == 0

@@ -250,6 +250,8 @@ class Collector:
             self.subscriber.writer.close_all()
         if self.context is not None and clean:
             self.context.term()  # would hang on a socket a stuck thread still holds
+        if clean:
+            self.locks.release_all()  # else the exit releases them, after a stuck thread
         if self.subscriber is not None and self.subscriber.final_checkpoint_failed:
             log.error("exiting non-zero: the final checkpoint was not written")
             return False
@@ -261,11 +263,8 @@ def run(config: CollectorConfig) -> int:
     service.install_signals()
     collector = Collector(config, service)
     try:
-        try:
-            collector.start()
-        except BaseException:
-            collector.shutdown()
-            raise
-        return service.run(collector)
-    finally:
-        collector.locks.release_all()
+        collector.start()
+    except BaseException:
+        collector.shutdown()
+        raise
+    return service.run(collector)

@@ -255,6 +255,8 @@ class Producer:
         clean = stop_threads([self.publisher, self.replay, self.control], 10.0) and clean
         if self.context is not None and clean:
             self.context.term()  # would hang on a socket a stuck thread still holds
+        if clean:
+            self.locks.release_all()  # else the exit releases them, after a stuck thread
         if self.tailer is not None and not self.tailer.final_state_saved:
             log.error("exiting non-zero: the final offset store was not written")
             return False
@@ -286,11 +288,8 @@ def run(config: ProducerConfig) -> int:
     service.install_signals()
     producer = Producer(config, service)
     try:
-        try:
-            producer.start()
-        except BaseException:
-            producer.shutdown()
-            raise
-        return service.run(producer)
-    finally:
-        producer.locks.release_all()
+        producer.start()
+    except BaseException:
+        producer.shutdown()
+        raise
+    return service.run(producer)
