@@ -114,7 +114,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         return status(args)
     if args.command == "verify":
-        from zaggd.collector.manifest import verify_tree
+        from zaggd.collector.verify import verify_tree
 
         return verify_tree(args.dir)
     if args.command == "keygen":

@@ -1,4 +1,4 @@
-"""Rotated output: names, integrity manifests, and `zaggd verify DIR`.
+"""Rotated output: names, integrity manifests and live indexes, read with care.
 
 A live output file `NAME` is rotated to `NAME.<UTC stamp>` (e.g.
 `web-01.log.20250301T000002.123456Z`), compressed to `<that>.gz` when
@@ -13,30 +13,39 @@ rename) before the archive takes its final name, so a finished archive always
 has one. A manifest is also zaggd's mark of ownership: retention deletes only
 files that have one.
 
-`verify_tree` checks every manifest under a folder against its file and the
-chain of `previous` links, and reports each rotated file that is missing,
-altered or incomplete; the exit status is non-zero when anything is.
+Manifests written from now on also record the output `format`: in `raw` the
+file holds the streams' own bytes, so its size can be checked against its
+ranges (see verify.py).
+
+Beside each live output file `NAME` lies its live index `NAME.index.json`: the
+size, line count, SHA-256 and stream ranges of its first `size` bytes, and the
+base name of the archive cut before it. Both records are read as untrusted
+input: every field's type and range is checked, and anything off is one
+RecordError line saying which field and what it holds (`load_manifest`,
+`load_live_index`), never a traceback.
 """
 
 from __future__ import annotations
 
 import calendar
 import hashlib
-import itertools
-import os
+import json
+import math
 import re
-import sys
 import time
 from dataclasses import dataclass, field, replace
-from enum import Enum
-from typing import Any, TextIO
+from typing import Any
 
 from zaggd.errors import ZaggdError
-from zaggd.statefile import read_state, write_state
+from zaggd.statefile import write_state
 
 KIND = "zaggd-manifest"
 VERSION = 1
+LIVE_INDEX_KIND = "zaggd-live-index"
+LIVE_INDEX_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
+INDEX_SUFFIX = ".index.json"
+MAX_RECORD_BYTES = 64 * 1048576  # far above any real manifest or index; bounds what is read
 GZIP_SUFFIX = ".gz"
 TEMP_SUFFIX = ".tmp"
 HASH_CHUNK_BYTES = 1048576
@@ -110,9 +119,10 @@ class Manifest:
     rotated_at: float = 0.0  # when it was cut
     previous: str | None = None  # base name of the archive cut before it from the same live file
     expired: bool = False  # retention is deleting it
+    format: str | None = None  # the output format it was written in; None before it was recorded
 
     def body(self) -> dict[str, Any]:
-        return {
+        body = {
             "file": self.file,
             "live": self.live,
             "compression": self.compression,
@@ -127,6 +137,9 @@ class Manifest:
             "previous": self.previous,
             "expired": self.expired,
         }
+        if self.format is not None:
+            body["format"] = self.format
+        return body
 
 
 def write_manifest(path: str, manifest: Manifest) -> None:
@@ -136,37 +149,194 @@ def write_manifest(path: str, manifest: Manifest) -> None:
 
 def read_manifest(path: str) -> Manifest:
     """The manifest at `path`; ZaggdError when it is absent, unreadable or not one."""
-    state = read_state(path, KIND, VERSION)
-    if state is None:
-        raise ZaggdError(f"{path}: no such manifest")
     try:
-        ranges = {str(k): [int(v[0]), int(v[1])] for k, v in dict(state["ranges"]).items()}
-        previous = state.get("previous")
-        return Manifest(
-            file=_plain_name(state["file"]),
-            live=str(state["live"]),
-            compression=str(state["compression"]),
-            size=int(state["size"]),
-            sha256=str(state["sha256"]),
-            content_size=int(state["content_size"]),
-            content_sha256=str(state["content_sha256"]),
-            lines=int(state["lines"]),
-            ranges=ranges,
-            started_at=float(state["started_at"]),
-            rotated_at=float(state["rotated_at"]),
-            previous=None if previous is None else _plain_name(previous),
-            expired=bool(state.get("expired", False)),
-        )
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ZaggdError(f"{path}: damaged manifest ({exc})") from None
+        return load_manifest(path)
+    except FileNotFoundError:
+        raise ZaggdError(f"{path}: no such manifest") from None
+    except OSError as exc:
+        raise ZaggdError(f"{path}: cannot read: {exc.strerror}") from None
+    except RecordError as exc:
+        raise ZaggdError(f"{path}: damaged manifest: {exc}") from None
 
 
-def _plain_name(value: Any) -> str:
-    # A manifest names files in its own folder only; never follow one elsewhere.
-    name = str(value)
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"bad file name {name!r}")
+class RecordError(ValueError):
+    """What is wrong in a manifest or live index, without its path: `size: expected ...`."""
+
+
+def load_manifest(path: str) -> Manifest:
+    """The manifest at `path`; OSError when it cannot be read, RecordError when it is not one."""
+    body = load_record(path, KIND, VERSION)
+    expired = body.get("expired", False)
+    if not isinstance(expired, bool):
+        raise RecordError(f"expired: expected true or false, got {_shown(expired)}")
+    fmt = body.get("format")
+    if fmt is not None and not isinstance(fmt, str):
+        raise RecordError(f"format: expected a format name, got {_shown(fmt)}")
+    return Manifest(
+        file=_want_name(body, "file"),
+        live=_want_name(body, "live"),
+        compression=_want_choice(body, "compression", ("gzip", "none")),
+        size=_want_count(body, "size", "bytes"),
+        sha256=_want_digest(body, "sha256"),
+        content_size=_want_count(body, "content_size", "bytes"),
+        content_sha256=_want_digest(body, "content_sha256"),
+        lines=_want_count(body, "lines", "lines"),
+        ranges=_want_ranges(body),
+        started_at=_want_time(body, "started_at"),
+        rotated_at=_want_time(body, "rotated_at"),
+        previous=_want_previous(body),
+        expired=expired,
+        format=fmt,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveIndex:
+    """What a collector vouches for in its live file: exactly its first `size` bytes."""
+
+    file: str  # the live file's name, in the index's folder
+    size: int
+    lines: int
+    sha256: str  # of the first `size` bytes
+    ranges: dict[str, list[int]]  # "node/stream" -> [start, end]
+    previous: str | None  # base name of the last archive cut from this live file
+
+
+def live_index_path(live_path: str) -> str:
+    return live_path + INDEX_SUFFIX
+
+
+def load_live_index(path: str) -> LiveIndex:
+    """The live index at `path`; OSError when it cannot be read, RecordError when it is not one."""
+    body = load_record(path, LIVE_INDEX_KIND, LIVE_INDEX_VERSION)
+    return LiveIndex(
+        file=_want_name(body, "file"),
+        size=_want_count(body, "size", "bytes"),
+        lines=_want_count(body, "lines", "lines"),
+        sha256=_want_digest(body, "sha256"),
+        ranges=_want_ranges(body),
+        previous=_want_previous(body),
+    )
+
+
+def load_record(path: str, kind: str, version: int) -> dict[str, Any]:
+    """The JSON object in a file of `kind`, read whole but bounded in size and depth."""
+    with open(path, "rb") as fh:
+        raw = fh.read(MAX_RECORD_BYTES + 1)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise RecordError(f"larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RecordError("not JSON: not UTF-8 text") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise RecordError("not JSON: nested too deeply") from None
+    except ValueError as exc:  # bad syntax, or a number too long to convert
+        raise RecordError(f"not JSON ({str(exc)[:100]})") from None
+    if not isinstance(body, dict) or body.get("kind") != kind:
+        raise RecordError(f"not a {kind} file")
+    found = body.get("version")
+    if type(found) is not int or found != version:
+        raise RecordError(f"version {_shown(found, texts=True)} is not {version}")
+    return body
+
+
+# -- field checks: each names the field and shows what it holds ----------------------
+
+_DIGEST = re.compile(r"[0-9a-f]{64}\Z")
+MAX_COUNT = 2**63 - 1  # what offsets and sizes can be, on the wire and on disk
+
+
+def _shown(value: Any, texts: bool = False) -> str:
+    """A short picture of a JSON value for a message: its kind, or itself when small."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**20 else "a number out of range"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "a number out of range"
+    if isinstance(value, str):
+        return repr(value)[:60] if texts else "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _field(body: dict[str, Any], key: str) -> Any:
+    try:
+        return body[key]
+    except KeyError:
+        raise RecordError(f"{key}: missing") from None
+
+
+def _want_count(body: dict[str, Any], key: str, unit: str) -> int:
+    value = _field(body, key)
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise RecordError(f"{key}: expected a whole number of {unit}, got {_shown(value)}")
+    return value
+
+
+def _want_time(body: dict[str, Any], key: str) -> float:
+    value = _field(body, key)
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise RecordError(f"{key}: expected a time in seconds, got {_shown(value)}")
+    return float(value)
+
+
+def _want_digest(body: dict[str, Any], key: str) -> str:
+    value = _field(body, key)
+    if not isinstance(value, str) or not _DIGEST.match(value):
+        raise RecordError(f"{key}: expected 64 hex digits, got {_shown(value, texts=True)}")
+    return value
+
+
+def _want_choice(body: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = _field(body, key)
+    if value not in choices or not isinstance(value, str):
+        allowed = " or ".join(f'"{c}"' for c in choices)
+        raise RecordError(f"{key}: expected {allowed}, got {_shown(value, texts=True)}")
+    return value
+
+
+def _want_name(body: dict[str, Any], key: str) -> str:
+    value = _field(body, key)
+    if not isinstance(value, str):
+        raise RecordError(f"{key}: expected a file name, got {_shown(value)}")
+    return _plain_name(key, value)
+
+
+def _want_previous(body: dict[str, Any]) -> str | None:
+    value = body.get("previous")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RecordError(f"previous: expected a file name or null, got {_shown(value)}")
+    return _plain_name("previous", value)
+
+
+def _plain_name(key: str, name: str) -> str:
+    # A record names files in its own folder only; never follow one elsewhere.
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise RecordError(f"{key}: expected a file name in its folder, got {_shown(name, True)}")
     return name
+
+
+def _want_ranges(body: dict[str, Any]) -> dict[str, list[int]]:
+    value = _field(body, "ranges")
+    if not isinstance(value, dict):
+        raise RecordError(f"ranges: expected an object of stream ranges, got {_shown(value)}")
+    ranges = {}
+    for key, span in value.items():
+        if (
+            not isinstance(span, list)
+            or len(span) != 2
+            or not all(type(v) is int and 0 <= v <= MAX_COUNT for v in span)
+            or span[0] > span[1]
+        ):
+            where = json.dumps(key)[1:-1][:100]
+            raise RecordError(f"ranges: {where}: expected [start, end], got {repr(span)[:60]}")
+        ranges[key] = [span[0], span[1]]
+    return ranges
 
 
 def mark_expired(path: str, manifest: Manifest) -> None:
@@ -182,142 +352,3 @@ def hash_file(path: str) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
-
-
-# -- zaggd verify -------------------------------------------------------------
-
-
-class Problem(Enum):
-    MISSING = "missing"
-    ALTERED = "altered"
-    INCOMPLETE = "incomplete"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    problem: Problem
-    path: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.problem.value}: {self.path}: {self.detail}"
-
-
-@dataclass(slots=True)
-class Report:
-    checked: int = 0
-    findings: list[Finding] = field(default_factory=list)
-
-    def add(self, problem: Problem, path: str, detail: str) -> None:
-        self.findings.append(Finding(problem, path, detail))
-
-
-def check_tree(root: str) -> Report:
-    """Every rotated file under `root` checked against its manifest and its chain."""
-    if not os.path.isdir(root):
-        raise ZaggdError(f"{root}: not a folder")
-    report = Report()
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        check_folder(folder, sorted(names), report)
-    return report
-
-
-def check_folder(folder: str, names: list[str], report: Report) -> None:
-    present = set(names)
-    chains: dict[str, list[tuple[RotatedName, Manifest]]] = {}
-    sealed: set[str] = set()  # bases with a manifest
-    for name in names:
-        parsed = parse_rotated(name)
-        if parsed is None or parsed.ext != MANIFEST_SUFFIX:
-            continue
-        sealed.add(parsed.base)
-        mpath = os.path.join(folder, name)
-        try:
-            manifest = read_manifest(mpath)
-        except ZaggdError as exc:
-            report.add(Problem.ALTERED, mpath, f"manifest unreadable: {exc}")
-            continue
-        if manifest.expired:
-            continue  # retention was deleting it when it stopped
-        chains.setdefault(manifest.live, []).append((parsed, manifest))
-        report.checked += 1
-        check_archive(folder, parsed, manifest, present, report)
-    for name in names:
-        parsed = parse_rotated(name)
-        if parsed is None or parsed.ext == MANIFEST_SUFFIX or parsed.base in sealed:
-            continue
-        path = os.path.join(folder, name)
-        if parsed.ext == "":
-            report.add(Problem.INCOMPLETE, path, "rotated but not sealed: no manifest yet")
-        elif parsed.ext == GZIP_SUFFIX:
-            report.add(Problem.INCOMPLETE, path, "archive without a manifest")
-    for links in chains.values():
-        check_chain(folder, links, sealed, report)
-
-
-def check_archive(
-    folder: str, parsed: RotatedName, manifest: Manifest, present: set[str], report: Report
-) -> None:
-    path = os.path.join(folder, manifest.file)
-    if manifest.file not in present:
-        if parsed.base in present and manifest.file != parsed.base:
-            report.add(
-                Problem.INCOMPLETE, path, "compression unfinished (the plain file is still there)"
-            )
-        else:
-            report.add(
-                Problem.MISSING, path, f"listed in {parsed.base}{MANIFEST_SUFFIX} but not on disk"
-            )
-        return
-    if manifest.file != parsed.base and parsed.base in present:
-        report.add(
-            Problem.INCOMPLETE,
-            os.path.join(folder, parsed.base),
-            "plain copy beside its archive (compression unfinished)",
-        )
-    try:
-        size, digest = hash_file(path)
-    except OSError as exc:
-        report.add(Problem.MISSING, path, f"cannot read: {exc.strerror}")
-        return
-    if size < manifest.size:
-        report.add(Problem.INCOMPLETE, path, f"truncated: {size} of {manifest.size} bytes")
-    elif size > manifest.size:
-        report.add(Problem.ALTERED, path, f"{size} bytes where the manifest says {manifest.size}")
-    elif digest != manifest.sha256:
-        report.add(Problem.ALTERED, path, "SHA-256 differs from the manifest")
-
-
-def check_chain(
-    folder: str, links: list[tuple[RotatedName, Manifest]], sealed: set[str], report: Report
-) -> None:
-    """Archives cut from one live file link back to each other; a broken link is a lost archive.
-
-    Only the oldest may point at an archive that is gone: retention removes the
-    oldest first. A link to a base whose manifest is there (even unreadable,
-    already reported) is not a loss.
-    """
-    links.sort(key=lambda pair: pair[0].stamp)
-    for (older, _), (newer, manifest) in itertools.pairwise(links):
-        previous = manifest.previous
-        if previous is not None and previous != older.base and previous not in sealed:
-            report.add(
-                Problem.MISSING,
-                os.path.join(folder, previous),
-                f"archive and manifest gone: {newer.base} follows it, {older.base} precedes it",
-            )
-
-
-def verify_tree(root: str, out: TextIO | None = None) -> int:
-    """`zaggd verify DIR`: one line per problem and a summary; 1 when anything is wrong."""
-    stream = out if out is not None else sys.stdout
-    report = check_tree(root)
-    for finding in report.findings:
-        print(finding, file=stream)
-    word = "problem" if len(report.findings) == 1 else "problems"
-    print(
-        f"{root}: {report.checked} rotated files checked, {len(report.findings)} {word}",
-        file=stream,
-    )
-    return 1 if report.findings else 0

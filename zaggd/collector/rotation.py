@@ -225,6 +225,7 @@ def seal(intent: dict[str, Any], tick: Callable[[], None]) -> Manifest:
             started_at=float(intent.get("since", 0.0)),
             rotated_at=float(intent.get("cut_at", 0.0)),
             previous=intent.get("previous"),
+            format=intent["format"] if isinstance(intent.get("format"), str) else None,
         )
         # The manifest first: an archive under its final name always has one.
         write_manifest(manifest_path(base), manifest)
@@ -413,6 +414,7 @@ class Rotation:
             "previous": previous,
             "ranges": merge_ranges(live.carried, out.ranges if out is not None else {}),
             "compress": self.rules.compress.value,
+            "format": self.output.format.value,
         }
         self._busy = True
         try:
