@@ -366,6 +366,7 @@ def test_real_tree_verifies(tree: Tree) -> None:
     assert result.stdout.splitlines() == [
         f"{tree.root}: {count} rotated files and 1 live file checked, 0 problems"
     ]
+    assert {read_json(manifest_of(p)).get("format") for p in archives(tree.folder)} == {"raw"}
 
 
 def test_doubled_line_in_the_live_file(tree: Tree) -> None:
@@ -681,3 +682,44 @@ def test_live_index_nested_deeply_is_one_line(tree: Tree) -> None:
     assert result.stdout.splitlines()[:-1] == [
         f"altered: {index_path}: damaged live index: not JSON: nested too deeply"
     ]
+
+
+def write_block(h: OutputHarness, data: bytes, start: int, end: int, now: float) -> None:
+    """Append what the subscriber appends for a block of `data` claiming [start, end)."""
+    path = h.rotation.before_write(h.writer.route(b"t", "n1", "src", now), now, len(data))
+    if not h.writer.is_open(path):
+        h.writer.open(path)
+        h.save()
+    h.writer.append(h.writer.files[path], data, data.count(b"\n"), "n1/s1", start, end)
+    h.offsets["n1/s1"] = end
+
+
+@pytest.mark.parametrize("doubled", [False, True])
+def test_split_long_lines_are_not_doubles(tmp_path: Path, doubled: bool) -> None:
+    """A producer splits a long line into pieces of max_line_bytes plus a newline it adds:
+    a raw file then holds a byte more than its range per piece, and that is no double."""
+    h = OutputHarness(tmp_path, RotateConfig(max_bytes=2000, compress=Compression.GZIP))
+    try:
+        pos = 0
+        for i in range(3):  # each block goes to a file of its own
+            line = numbered_lines("n", i, 1, 100)[0]
+            piece = b"y" * 1024  # a piece of a long line, cut at max_line_bytes = 1024
+            data = line + piece + b"\n" + (line if doubled and i == 1 else b"")
+            write_block(h, data, pos, pos + len(line) + len(piece), T0 + i)
+            pos += len(line) + len(piece)
+        h.save()
+        while not h.rotation.jobs.empty():
+            assert h.rotation.seal_one(h.rotation.jobs.get_nowait(), T0, lambda: None)
+    finally:
+        h.close()
+    index_live_files(tmp_path / "state")
+    second = archives(tmp_path / "out" / "t")[1]
+    if not doubled:
+        result = zaggd_verify(tmp_path / "out")
+        assert result.returncode == 0, result.stdout
+        return
+    verify_fails_with(
+        tmp_path / "out",
+        f"doubled: {second}: holds 1225 bytes, 101 more than its stream ranges cover: "
+        "n1/s1 [1124, 2248)",
+    )

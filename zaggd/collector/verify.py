@@ -492,18 +492,19 @@ def check_live(here: Folder, name: str, report: Report) -> None:
     if index is None:
         report.add_unknown(here.path, name, order)
         return
-    if st is None:
-        if index.size:
-            report.add(Problem.MISSING, path, f"gone; its live index describes {index.size} bytes")
-        return
     cut = cut_since(here, name, index)
     if cut is not None:
+        unindexed = 0 if st is None else st.st_size
         report.add(
             Problem.NOTE,
             path,
-            f"its live index describes {shown(cut)}, cut since; {st.st_size} bytes not yet indexed",
+            f"its live index describes {shown(cut)}, cut since; {unindexed} bytes not yet indexed",
         )
         report.add_unknown(here.path, name, order)
+        return
+    if st is None:
+        if index.size:
+            report.add(Problem.MISSING, path, f"gone; its live index describes {index.size} bytes")
         return
     check_previous(here, name, index, report)
     report.add_pieces(path, index.ranges, order, (here.path, name))
@@ -578,35 +579,37 @@ def cut_since(here: Folder, name: str, index: LiveIndex) -> str | None:
 
 def check_previous(here: Folder, name: str, index: LiveIndex, report: Report) -> None:
     """The live index's `previous` names the newest cut of its live file, as a manifest's
-    names the cut before it; a newer one gone is a lost archive."""
-    cuts = here.rotated.get(name, [])
-    newest = max(cuts, key=lambda p: p.stamp).base if cuts else None
+    names the cut before it: a newer one gone is a lost archive."""
+    cuts = sorted(here.rotated.get(name, []), key=lambda p: p.stamp)
+    if not cuts:
+        return  # none cut yet, or retention took every one
+    newest = cuts[-1]
     previous = index.previous
+    if previous == newest.base:
+        return
     ipath = live_index_path(here.join(name))
-    if previous == newest or (newest is None and previous is not None):
-        return  # the newest, or every archive taken by retention
+    named = None if previous is None else parse_rotated(previous)
     if previous is None:
         report.add(
-            Problem.ALTERED, ipath, f"says no archive precedes the live file, but {newest} does"
+            Problem.ALTERED,
+            ipath,
+            f"says no archive precedes the live file, but {newest.base} does",
         )
-        return
-    named = parse_rotated(previous)
-    assert newest is not None
-    if named is None or named.live != name:
+    elif named is None or named.live != name:
         report.add(
             Problem.ALTERED, ipath, f"previous: {shown(previous)} is not a cut of {shown(name)}"
         )
-    elif named.stamp > newest.removeprefix(name + ".") and all(c.base != previous for c in cuts):
+    elif named.stamp > newest.stamp:
         report.add(
             Problem.MISSING,
             here.join(previous),
-            f"archive and manifest gone: {shown(name)} follows it, {newest} precedes it",
+            f"archive and manifest gone: {shown(name)} follows it, {newest.base} precedes it",
         )
     else:
         report.add(
             Problem.ALTERED,
             ipath,
-            f"says the live file follows {shown(previous)}, but {newest} was cut after it",
+            f"says the live file follows {shown(previous)}, but {newest.base} was cut after it",
         )
 
 
@@ -686,12 +689,11 @@ def check_streams(report: Report) -> None:
 def is_near_unknown(before: Piece, after: Piece, report: Report) -> bool:
     """Whether a file whose ranges are unknown was written between two pieces."""
     low, high = sorted((before.order, after.order))
-    for chain in {before.chain, after.chain}:
-        if any(
-            low < order < high or order in (low, high) for order in report.unknown.get(chain, [])
-        ):
-            return True
-    return False
+    return any(
+        low <= order <= high
+        for chain in {before.chain, after.chain}
+        for order in report.unknown.get(chain, [])
+    )
 
 
 def display(path: str, beside: str, root: str) -> str:
