@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--socket", metavar="PATH", help="the daemon's control socket")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = sub.add_parser("verify", help="check rotated output files against their manifests")
+    p = sub.add_parser(
+        "verify", help="check output against its manifests and live indexes: doubles, holes, damage"
+    )
     p.add_argument("dir")
     p = sub.add_parser("keygen", help="make a CURVE key pair DIR/NAME.key and DIR/NAME.key_secret")
     p.add_argument("dir")
