@@ -12,7 +12,10 @@ a ProtocolError that the caller counts and drops.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import os
 import re
 import struct
 from collections.abc import Sequence
@@ -55,6 +58,8 @@ class DataHeader:
     start: int
     end: int
     lines: int
+    # Received: the path's exact bytes when `path` could not show them (`path_b64`).
+    path_bytes: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,17 @@ def wire_path(path: str) -> str:
     return _UNSAFE_TEXT.sub("\ufffd", path) or "\ufffd"
 
 
+def exact_path_b64(path: str) -> str | None:
+    """Base64 of a path's own bytes when wire_path() would change it, else None."""
+    if wire_path(path) == path:
+        return None
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:  # a lone surrogate no file name decodes to
+        return None
+    return base64.b64encode(raw).decode("ascii")
+
+
 def _fit_path(path: str, room: int) -> str:
     """`path`, cut from the front and marked with '…', so its JSON takes at most `room` bytes."""
     if len(_dumps(path)) <= room:
@@ -167,7 +183,13 @@ def encode_data(topic: bytes, header: DataHeader, block: bytes | memoryview) -> 
         "end": header.end,
         "lines": header.lines,
     }
+    path_b64 = exact_path_b64(header.path)
+    if path_b64 is not None:
+        fields["path_b64"] = path_b64
     head = _dumps(fields)
+    if len(head) > MAX_HEADER_BYTES and "path_b64" in fields:
+        del fields["path_b64"]  # the readable form, exact or not, matters more
+        head = _dumps(fields)
     if len(head) > MAX_HEADER_BYTES:
         # A very deep path: shorten it rather than send a header every collector drops.
         path = str(fields["path"])
@@ -355,6 +377,7 @@ def _decode_data(topic: bytes, head: dict[str, Any], block: bytes | memoryview) 
         start=start,
         end=end,
         lines=lines,
+        path_bytes=_path_bytes(head),
     )
     return Data(topic=topic, header=header, block=block)
 
@@ -434,6 +457,22 @@ def _path(head: dict[str, Any]) -> str:
     if _UNSAFE_TEXT.search(value):
         raise ProtocolError("path: control characters or lone surrogates")
     return value
+
+
+def _path_bytes(head: dict[str, Any]) -> bytes | None:
+    """`path_b64`, when present: the bytes `path` shows, exactly."""
+    value = head.get("path_b64")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_HEADER_BYTES:
+        raise ProtocolError("path_b64: expected a base64 string")
+    try:
+        raw = binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("path_b64: not base64") from None
+    if not raw or wire_path(raw.decode("utf-8", "surrogateescape")) != head["path"]:
+        raise ProtocolError("path_b64: not the bytes path shows")
+    return raw
 
 
 def _text(head: dict[str, Any], key: str, max_chars: int) -> str:

@@ -54,6 +54,7 @@ class StreamState:
     replay_until: int = 0  # end of the range last asked for
     replay_asked_at: float = 0.0
     last_mentioned: float = 0.0  # monotonic: its last block or heartbeat mention
+    path_bytes: bytes | None = None  # the path's exact bytes, when `path` cannot show them
 
     def has_gap(self) -> bool:
         return self.known_end > self.expected

@@ -457,6 +457,7 @@ class SubscriberThread(Worker):
         self.counters.add("lines_in", h.lines)
         if h.path != st.path:
             st.path = h.path
+        st.path_bytes = h.path_bytes
         exact = len(block) == h.end - h.start
         verdict = judge(st.expected, h.start, h.end, exact)
         if verdict is Verdict.DUPLICATE:
@@ -493,7 +494,7 @@ class SubscriberThread(Worker):
             # A file must be in the checkpoint before its first byte, or a crash could double it.
             self.write_checkpoint()
         out = self.writer.files[path]
-        data = self.writer.format(block, st.node, st.path, st.topic, start, exact)
+        data = self.writer.format(block, st.node, st.path, st.topic, start, exact, st.path_bytes)
         self.writer.append(out, data, lines, st.key(), start, end)
         self.counters.add("lines_written", lines)
         self.counters.add("bytes_written", len(data))

@@ -54,12 +54,25 @@ def format_prefixed(payload: bytes, node: str, path: str) -> bytes:
 
 
 def format_jsonl(
-    payload: bytes, node: str, path: str, topic: str, start: int, exact: bool
+    payload: bytes,
+    node: str,
+    path: str,
+    topic: str,
+    start: int,
+    exact: bool,
+    path_bytes: bytes | None = None,
 ) -> bytes:
-    """One JSON object per line; a line that is not UTF-8 goes as base64 in `line_b64`."""
+    """One JSON object per line; a line that is not UTF-8 goes as base64 in `line_b64`.
+
+    `path` shows bytes that are not UTF-8 and control characters as U+FFFD; where
+    it does, `path_b64` holds the path's exact bytes, so two files never share a name.
+    """
     if not payload:
         return b""
-    head = f'{{"node":{encode_basestring(node)},"path":{encode_basestring(path)},"topic":{encode_basestring(topic)},"offset":'
+    exact_path = ""
+    if path_bytes is not None:
+        exact_path = ',"path_b64":"' + base64.b64encode(path_bytes).decode("ascii") + '"'
+    head = f'{{"node":{encode_basestring(node)},"path":{encode_basestring(path)}{exact_path},"topic":{encode_basestring(topic)},"offset":'
     parts = []
     offset = start
     for line in payload[:-1].split(b"\n"):
@@ -128,14 +141,22 @@ class Writer:
         return path
 
     def format(
-        self, payload: bytes, node: str, path: str, topic: bytes, start: int, exact: bool
+        self,
+        payload: bytes,
+        node: str,
+        path: str,
+        topic: bytes,
+        start: int,
+        exact: bool,
+        path_bytes: bytes | None = None,
     ) -> bytes:
         fmt = self.output.format
         if fmt is OutputFormat.RAW:
             return payload
         if fmt is OutputFormat.PREFIXED:
             return format_prefixed(payload, node, path)
-        return format_jsonl(payload, node, path, topic.decode("utf-8", "replace"), start, exact)
+        topic_text = topic.decode("utf-8", "replace")
+        return format_jsonl(payload, node, path, topic_text, start, exact, path_bytes)
 
     def is_open(self, path: str) -> bool:
         return path in self.files
