@@ -59,13 +59,19 @@ def make_output(tmp_path: Path, compress: Compression, nodes: tuple[str, ...] = 
     return tmp_path / "out"
 
 
-def archives(folder: Path) -> list[Path]:
+def archives(folder: Path, exts: tuple[str, ...] = ("", ".gz")) -> list[Path]:
+    """Rotated files in cut order: by default the archives, plain or compressed."""
     found = []
     for p in sorted(folder.iterdir()):
         parsed = parse_rotated(p.name)
-        if parsed is not None and parsed.ext in ("", ".gz"):
+        if parsed is not None and parsed.ext in exts:
             found.append(p)
     return found
+
+
+def listed(ranges: dict[str, list[int]]) -> str:
+    """Stream ranges as verify lists them: `n/s [a, b), ...`, in key order."""
+    return ", ".join(f"{k} [{a}, {b})" for k, (a, b) in sorted(ranges.items()))
 
 
 @pytest.mark.parametrize("compress", [Compression.GZIP, Compression.NONE])
@@ -201,15 +207,6 @@ class Tree:
     keys: dict[str, str]  # source file name -> its stream key, "node/stream"
 
 
-def rotated_names(folder: Path, ext: str) -> list[str]:
-    found = []
-    for p in sorted(folder.iterdir()):
-        parsed = parse_rotated(p.name)
-        if parsed is not None and parsed.ext == ext:
-            found.append(p.name)
-    return found
-
-
 def output_lines(folder: Path) -> int:
     try:
         return sum(len(v.splitlines()) for v in rotated_output(folder).values())
@@ -243,10 +240,8 @@ def index_live_files(state_dir: Path) -> None:
         for key, (start, end) in info["ranges"].items():
             span = ranges.get(key)
             ranges[key] = [start, end] if span is None else [min(span[0], start), max(span[1], end)]
-        bases = [
-            n.removesuffix(".manifest.json") for n in rotated_names(live.parent, ".manifest.json")
-        ]
-        mine = [b for b in bases if b.startswith(live.name + ".")]
+        sealed = [parse_rotated(p.name) for p in archives(live.parent, (".manifest.json",))]
+        mine = [r.base for r in sealed if r is not None and r.live == live.name]
         write_live_index(live, ranges, mine[-1] if mine else None)
 
 
@@ -271,7 +266,7 @@ def build_real_tree(base: Path) -> Tree:
             append_lines(source, lines_a[100 * i : 100 * (i + 1)])
             append_lines(other, lines_b[50 * i : 50 * (i + 1)])
             wait_until(lambda n=150 * (i + 1): output_lines(folder) == n, timeout_s=30)
-        wait_until(lambda: rotated_names(folder, "") == [], timeout_s=30)
+        wait_until(lambda: archives(folder, ("",)) == [], timeout_s=30)
         assert collector.stop() == 0
     finally:
         stop_all(collector, producer)
@@ -280,7 +275,7 @@ def build_real_tree(base: Path) -> Tree:
     keys = {Path(value[3]).name: key for key, value in streams.items()}
     live = folder / "web-01.log"
     assert live.stat().st_size > 0, "the test wants a live file with lines in it"
-    assert len(rotated_names(folder, ".gz")) >= 4
+    assert len(archives(folder, (".gz",))) >= 4
     return Tree(out, folder, live, keys)
 
 
@@ -375,7 +370,7 @@ def test_doubled_line_in_the_live_file(tree: Tree) -> None:
     cut = data.index(b"\n", len(data) // 2) + 1
     line_end = data.index(b"\n", cut) + 1
     tree.live.write_bytes(data[:cut] + data[cut:line_end] + data[cut:])
-    held = ", ".join(f"{k} [{a}, {b})" for k, (a, b) in sorted(index["ranges"].items()))
+    held = listed(index["ranges"])
     verify_fails_with(
         tree.root,
         f"altered: {tree.live}: its first {len(data)} bytes differ from its live index; "
@@ -389,7 +384,7 @@ def test_doubled_line_in_an_archive_with_a_remade_manifest(tree: Tree) -> None:
     first = content.index(b"\n") + 1
     remake(victim, content[:first] + content)  # its first line twice
     ranges = ranges_of(victim)
-    held = ", ".join(f"{k} [{a}, {b})" for k, (a, b) in sorted(ranges.items()))
+    held = listed(ranges)
     verify_fails_with(
         tree.root,
         f"doubled: {victim}: holds {len(content) + first} bytes, {first} more than "
@@ -417,7 +412,7 @@ def test_removed_block_without_a_new_manifest_is_altered(tree: Tree) -> None:
     victim = archives(tree.folder)[2]
     content = gzip.decompress(victim.read_bytes())
     victim.write_bytes(gzip.compress(content[: 10 * LINE] + content[20 * LINE :]))
-    held = ", ".join(f"{k} [{a}, {b})" for k, (a, b) in sorted(ranges_of(victim).items()))
+    held = listed(ranges_of(victim))
     size = read_json(manifest_of(victim))["size"]
     verify_fails_with(
         tree.root,
@@ -481,7 +476,7 @@ def test_live_file_truncated_below_its_index(tree: Tree) -> None:
     size = tree.live.stat().st_size
     os.truncate(tree.live, size - 30)
     ranges = read_json(Path(f"{tree.live}.index.json"))["ranges"]
-    held = ", ".join(f"{k} [{a}, {b})" for k, (a, b) in sorted(ranges.items()))
+    held = listed(ranges)
     verify_fails_with(
         tree.root,
         f"incomplete: {tree.live}: truncated: {size - 30} of {size} bytes; it holds {held}",

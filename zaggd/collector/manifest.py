@@ -28,7 +28,6 @@ RecordError line saying which field and what it holds (`load_manifest`,
 from __future__ import annotations
 
 import calendar
-import hashlib
 import json
 import math
 import re
@@ -341,14 +340,3 @@ def _want_ranges(body: dict[str, Any]) -> dict[str, list[int]]:
 
 def mark_expired(path: str, manifest: Manifest) -> None:
     write_manifest(path, replace(manifest, expired=True))
-
-
-def hash_file(path: str) -> tuple[int, str]:
-    """Size and SHA-256 of a file, read in large chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
