@@ -718,3 +718,23 @@ def test_split_long_lines_are_not_doubles(tmp_path: Path, doubled: bool) -> None
         f"doubled: {second}: holds 1225 bytes, 101 more than its stream ranges cover: "
         "n1/s1 [1124, 2248)",
     )
+
+
+def test_fifos_and_devices_where_output_belongs_never_block(tmp_path: Path) -> None:
+    root = make_output(tmp_path, Compression.GZIP)
+    folder = root / "t"
+    fifo, device = archives(folder)[1:3]
+    fifo.unlink()
+    os.mkfifo(fifo)
+    device.unlink()
+    device.symlink_to("/dev/zero")
+    live = folder / "n1.log"
+    live.unlink()
+    os.mkfifo(live)
+    result = zaggd_verify(root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[:-1] == [
+        f"unreadable: {fifo}: cannot read: not a regular file",
+        f"unreadable: {device}: cannot read: not a regular file",
+        f"unreadable: {live}: not a regular file; its live index describes one",
+    ]

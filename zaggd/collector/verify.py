@@ -32,6 +32,7 @@ warnings and notes do not. A DIR that cannot be read is an error, exit 2.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import math
@@ -42,7 +43,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 from zaggd.collector.manifest import (
     GZIP_SUFFIX,
@@ -264,7 +265,9 @@ def is_present(here: Folder, parsed: RotatedName, manifest: Manifest, report: Re
             )
         else:
             report.add(
-                Problem.MISSING, path, f"listed in {parsed.base}{MANIFEST_SUFFIX} but not on disk"
+                Problem.MISSING,
+                path,
+                f"listed in {shown(parsed.base)}{MANIFEST_SUFFIX} but not on disk",
             )
         return False
     if plain_left:
@@ -345,12 +348,25 @@ def digest_archive(path: str, is_gzip: bool) -> Digest:
     return digest
 
 
+def open_regular(path: str) -> BinaryIO:
+    """`path` opened for reading if it is a regular file: a FIFO or a device planted
+    where output belongs must not block or feed verify forever."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def content_chunks(
     path: str, is_gzip: bool, stored: hashlib._Hash, digest: Digest
 ) -> Iterator[bytes]:
     """The uncompressed content of a file in bounded chunks, hashing what is stored."""
     inflater = Inflater() if is_gzip else None
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(HASH_CHUNK_BYTES):
             stored.update(chunk)
             digest.size += len(chunk)
@@ -462,7 +478,8 @@ def check_chain(
             report.add(
                 Problem.MISSING,
                 os.path.join(folder, previous),
-                f"archive and manifest gone: {newer.base} follows it, {older.base} precedes it",
+                f"archive and manifest gone: {shown(newer.base)} follows it, "
+                f"{shown(older.base)} precedes it",
             )
 
 
@@ -479,6 +496,8 @@ def check_live(here: Folder, name: str, report: Report) -> None:
         report.add(Problem.UNREADABLE, path, f"cannot read: {exc.strerror}")
         return
     if st is not None and not stat.S_ISREG(st.st_mode):
+        if name + INDEX_SUFFIX in here.names:
+            report.add(Problem.UNREADABLE, path, "not a regular file; its live index describes one")
         return
     order = LIVE_ORDER if st is None else st.st_mtime_ns / 1000
     if name + INDEX_SUFFIX not in here.names:
@@ -593,7 +612,7 @@ def check_previous(here: Folder, name: str, index: LiveIndex, report: Report) ->
         report.add(
             Problem.ALTERED,
             ipath,
-            f"says no archive precedes the live file, but {newest.base} does",
+            f"says no archive precedes the live file, but {shown(newest.base)} does",
         )
     elif named is None or named.live != name:
         report.add(
@@ -603,13 +622,13 @@ def check_previous(here: Folder, name: str, index: LiveIndex, report: Report) ->
         report.add(
             Problem.MISSING,
             here.join(previous),
-            f"archive and manifest gone: {shown(name)} follows it, {newest.base} precedes it",
+            f"archive and manifest gone: {shown(name)} follows it, {shown(newest.base)} precedes it",
         )
     else:
         report.add(
             Problem.ALTERED,
             ipath,
-            f"says the live file follows {shown(previous)}, but {newest.base} was cut after it",
+            f"says the live file follows {shown(previous)}, but {shown(newest.base)} was cut after it",
         )
 
 
@@ -618,7 +637,7 @@ def prefix_digest(path: str, size: int) -> tuple[int, int, str] | None:
     digest = hashlib.sha256()
     lines = done = 0
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             while done < size and (chunk := fh.read(min(HASH_CHUNK_BYTES, size - done))):
                 digest.update(chunk)
                 lines += chunk.count(b"\n")
