@@ -36,9 +36,15 @@ import os
 import sys
 from typing import TextIO
 
-from zaggd.collector.manifest import INDEX_SUFFIX, MANIFEST_SUFFIX, TEMP_SUFFIX, parse_rotated
+from zaggd.collector.manifest import (
+    INDEX_SUFFIX,
+    MANIFEST_SUFFIX,
+    TEMP_SUFFIX,
+    RotatedName,
+    parse_rotated,
+)
 from zaggd.collector.verify_archives import check_chain, check_manifest, check_unsealed
-from zaggd.collector.verify_live import check_live
+from zaggd.collector.verify_live import check_cut_index, check_live
 from zaggd.collector.verify_report import OUTPUT_MARKER, Folder, Piece, Problem, Report
 from zaggd.errors import ZaggdError
 from zaggd.logs import shown
@@ -82,11 +88,23 @@ def check_folder(folder: str, names: list[str], report: Report) -> None:
         parsed = parse_rotated(name)
         if parsed is not None and parsed.ext == MANIFEST_SUFFIX:
             check_manifest(here, parsed, report)
+    for cut in cut_indexes(here):
+        check_cut_index(here, cut, report)
     check_unsealed(here, report)
     for links in here.chains.values():
         check_chain(folder, links, here.sealed, report)
     for name in live_names(here):
         check_live(here, name, report)
+
+
+def cut_indexes(here: Folder) -> list[RotatedName]:
+    """The rotated files here with an index of their own, taken with them at the cut."""
+    found = []
+    for name in sorted(here.names):
+        parsed = parse_rotated(name.removesuffix(INDEX_SUFFIX))
+        if name.endswith(INDEX_SUFFIX) and parsed is not None and parsed.ext == "":
+            found.append(parsed)
+    return found
 
 
 def live_names(here: Folder) -> list[str]:
@@ -97,7 +115,7 @@ def live_names(here: Folder) -> list[str]:
             found.add(name.removesuffix(INDEX_SUFFIX))
         elif here.is_marked and not is_bookkeeping(name):
             found.add(name)
-    return sorted(found)
+    return sorted(name for name in found if parse_rotated(name) is None)
 
 
 def is_bookkeeping(name: str) -> bool:

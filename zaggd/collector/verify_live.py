@@ -1,4 +1,5 @@
-"""`zaggd verify`: each live file against its live index `NAME.index.json`.
+"""`zaggd verify`: each live file against its live index `NAME.index.json`, and each
+rotated file not sealed yet against the index it took with it.
 
 The index vouches for exactly the first `size` bytes: they hash to its SHA-256
 and hold its line count, and the file is at least that long. Bytes past
@@ -7,6 +8,11 @@ restarted one cuts them back and has them replayed), as is an index that still
 describes the file just cut. Its `previous` names the newest archive of the
 live file. A live file with content and no index is a warning, and a problem in
 a folder marked `.zaggd-output`.
+
+A cut takes the live index with it (`NAME.<stamp>.index.json`) until the
+manifest is written: such a rotated file is checked like a live file, except
+that nothing may follow its indexed bytes. Once a manifest is there, a leftover
+index beside it is ignored: the manifest says it all.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from zaggd.collector.manifest import (
     INDEX_SUFFIX,
     LiveIndex,
     RecordError,
+    RotatedName,
     live_index_path,
     load_live_index,
     parse_rotated,
@@ -81,6 +88,32 @@ def check_live(here: Folder, name: str, report: Report) -> None:
             "(a running collector indexes them at its next checkpoint; "
             "a restarted one cuts them back and has them replayed)",
         )
+
+
+def check_cut_index(here: Folder, parsed: RotatedName, report: Report) -> None:
+    """A rotated file not sealed yet, against the index it took with it from the live path."""
+    if parsed.base in here.sealed:
+        return  # a leftover: the manifest says all it did
+    path = here.join(parsed.base)
+    index = read_index(path, parsed.base, report)
+    if index is None:
+        return
+    if parsed.base not in here.names:
+        if index.size:
+            report.add(
+                Problem.MISSING,
+                path,
+                f"gone before it was sealed; its index describes {index.size} bytes",
+            )
+        return
+    report.add_pieces(path, index.ranges, parsed.stamp_us, (here.path, parsed.live))
+    if not is_indexed(path, index, report, "its index"):
+        return
+    extra = os.stat(path).st_size - index.size
+    if extra > 0:
+        report.add(Problem.ALTERED, path, f"{extra} bytes past its index, after the cut")
+    else:
+        here.vouched.add(parsed.base)
 
 
 def report_unindexed(here: Folder, path: str, size: int, report: Report) -> None:
@@ -173,8 +206,8 @@ def check_previous(here: Folder, name: str, index: LiveIndex, report: Report) ->
         )
 
 
-def is_indexed(path: str, index: LiveIndex, report: Report) -> bool:
-    """Whether the live file's first `size` bytes are what its index says."""
+def is_indexed(path: str, index: LiveIndex, report: Report, what: str = "its live index") -> bool:
+    """Whether the file's first `size` bytes are what its index says."""
     found = prefix_digest(path, index.size)
     if found is None:
         report.add(Problem.UNREADABLE, path, "cannot read")
@@ -184,15 +217,12 @@ def is_indexed(path: str, index: LiveIndex, report: Report) -> bool:
     if done < index.size:
         report.add(Problem.INCOMPLETE, path, f"truncated: {done} of {index.size} bytes{held}")
     elif sha256 != index.sha256:
-        report.add(
-            Problem.ALTERED, path, f"its first {index.size} bytes differ from its live index{held}"
-        )
+        report.add(Problem.ALTERED, path, f"its first {index.size} bytes differ from {what}{held}")
     elif lines != index.lines:
         report.add(
             Problem.ALTERED,
             path,
-            f"{lines} lines in its first {index.size} bytes where its live index says "
-            f"{index.lines}",
+            f"{lines} lines in its first {index.size} bytes where {what} says {index.lines}",
         )
     else:
         return True

@@ -93,6 +93,7 @@ class Folder:
     chains: dict[str, list[tuple[RotatedName, Manifest]]] = field(default_factory=dict)
     sealed: set[str] = field(default_factory=set)  # bases with a manifest, readable or not
     rotated: dict[str, list[RotatedName]] = field(default_factory=dict)  # live name -> its cuts
+    vouched: set[str] = field(default_factory=set)  # bases not sealed whose index checks out
 
     @property
     def is_marked(self) -> bool:
