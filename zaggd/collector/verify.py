@@ -16,8 +16,8 @@ checked against its record, and every stream across all of them:
   and a restarted one cuts them back and has them replayed. An index that still
   describes the file just cut (a kill after the cut, before the next
   checkpoint) is noted too. A live file with content but no index is a warning,
-  and a problem in a folder marked `.zaggd-output` (a collector that marks its
-  folders also indexes its live files).
+  and a problem when it has archives in a folder marked `.zaggd-output` (a
+  collector that marks its folders also indexes its live files).
 - Per stream ("node/stream"), the byte ranges of all archives and live files
   together: each piece starts where the one before it ended. Bytes held twice
   are doubled; bytes between two pieces are a hole. Where a stream begins

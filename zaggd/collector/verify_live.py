@@ -6,8 +6,8 @@ and hold its line count, and the file is at least that long. Bytes past
 `size` are noted, not failed (a running collector writes before it indexes; a
 restarted one cuts them back and has them replayed), as is an index that still
 describes the file just cut. Its `previous` names the newest archive of the
-live file. A live file with content and no index is a warning, and a problem in
-a folder marked `.zaggd-output`.
+live file. A live file with content and no index is a warning, and a problem when
+its folder is marked `.zaggd-output` and it has archives.
 
 A cut takes the live index with it (`NAME.<stamp>.index.json`) until the
 manifest is written: such a rotated file is checked like a live file, except
@@ -54,7 +54,7 @@ def check_live(here: Folder, name: str, report: Report) -> None:
     if name + INDEX_SUFFIX not in here.names:
         if st is not None and st.st_size:
             report.live_files += 1
-            report_unindexed(here, path, st.st_size, report)
+            report_unindexed(here, name, st.st_size, report)
             report.add_unknown(here.path, name, order)
         return
     report.live_files += 1
@@ -116,11 +116,14 @@ def check_cut_index(here: Folder, parsed: RotatedName, report: Report) -> None:
         here.vouched.add(parsed.base)
 
 
-def report_unindexed(here: Folder, path: str, size: int, report: Report) -> None:
-    if here.is_marked:
+def report_unindexed(here: Folder, name: str, size: int, report: Report) -> None:
+    """A problem for a live file of a marked folder that has archives: a collector that marks
+    its folders indexes its live files. Else a warning: output of a collector from before
+    live indexes, or a file someone put there."""
+    path = here.join(name)
+    if here.is_marked and name in here.rotated:
         report.add(Problem.UNINDEXED, path, f"{size} bytes of live output without a live index")
     else:
-        # Written by a collector from before live indexes, or not by zaggd at all.
         report.add(
             Problem.WARNING,
             path,
