@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import unicodedata
 
 _PRIORITY = {
     logging.CRITICAL: 2,
@@ -83,24 +82,3 @@ def setup(level: str = "info") -> None:
     root.setLevel(level.upper())
     # watchdog logs every inotify event at debug: traffic, not state changes.
     logging.getLogger("watchdog").setLevel(max(logging.INFO, root.level))
-
-
-def shown(path: str | bytes) -> str:
-    """`path` fit for one log line: control characters and bytes that are not UTF-8
-    escaped (\\n, \\t, \\xNN), so a file name cannot forge a line; otherwise unchanged."""
-    text = path.decode("utf-8", "surrogateescape") if isinstance(path, bytes) else path
-    if text.isprintable():
-        return text
-    return "".join(_shown_char(c) for c in text)
-
-
-_NAMED = {"\n": "\\n", "\t": "\\t"}
-
-
-def _shown_char(c: str) -> str:
-    code = ord(c)
-    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
-    if unicodedata.category(c) == "Cc":
-        return _NAMED.get(c, f"\\x{code:02x}")
-    return c
