@@ -591,25 +591,33 @@ def edit_json_text(path: Path, key: str, raw: str) -> None:
 @pytest.mark.parametrize(
     ("key", "raw", "what"),
     [
-        ("size", "1e999", "size: expected a whole number of bytes, got a number out of range"),
-        ("size", '"big"', "size: expected a whole number of bytes, got a string"),
-        ("size", "-1", "size: expected a whole number of bytes, got -1"),
-        ("size", "[]", "size: expected a whole number of bytes, got a list"),
-        ("size", "true", "size: expected a whole number of bytes, got true"),
-        ("content_size", "1.5", "content_size: expected a whole number of bytes, got 1.5"),
-        ("lines", "-3", "lines: expected a whole number of lines, got -3"),
-        ("sha256", "5", "sha256: expected 64 hex digits, got 5"),
-        ("file", "null", "file: expected a file name, got null"),
-        ("file", '"../x"', "file: expected a file name in its folder, got '../x'"),
-        ("ranges", "[]", "ranges: expected an object of stream ranges, got a list"),
-        ("ranges", '{"n/s": [1]}', "ranges: n/s: expected [start, end], got [1]"),
-        ("ranges", '{"n/s": [5, 1]}', "ranges: n/s: expected [start, end], got [5, 1]"),
-        ("ranges", '{"n/s": ["a", 2]}', "ranges: n/s: expected [start, end], got ['a', 2]"),
-        ("ranges", '{"n/s": [0, 1e999]}', "ranges: n/s: expected [start, end], got [0, inf]"),
-        ("started_at", '"noon"', "started_at: expected a time in seconds, got a string"),
-        ("started_at", "NaN", "started_at: expected a time in seconds, got a number out of range"),
-        ("previous", "7", "previous: expected a file name or null, got 7"),
-        ("compression", '"zip"', 'compression: expected "gzip" or "none", got \'zip\''),
+        ("size", "1e999", "size: not a whole number >= 0 (inf)"),
+        ("size", '"big"', "size: not a whole number >= 0 ('big')"),
+        ("size", "-1", "size: not a whole number >= 0 (-1)"),
+        ("size", "[]", "size: not a whole number >= 0 ([])"),
+        ("size", "true", "size: not a whole number >= 0 (True)"),
+        ("content_size", "1.5", "content_size: not a whole number >= 0 (1.5)"),
+        ("lines", "-3", "lines: not a whole number >= 0 (-3)"),
+        ("sha256", "5", "sha256: not a string (5)"),
+        ("file", "null", "file: not a string (None)"),
+        ("file", '"../x"', "file: not a file name in its folder ('../x')"),
+        ("ranges", "[]", "ranges: not an object ([])"),
+        ("ranges", '{"n/s": [1]}', 'ranges["n/s"]: not [start, end] with start <= end ([1])'),
+        ("ranges", '{"n/s": [5, 1]}', 'ranges["n/s"]: not [start, end] with start <= end ([5, 1])'),
+        (
+            "ranges",
+            '{"n/s": ["a", 2]}',
+            "ranges[\"n/s\"]: not [start, end] with start <= end (['a', 2])",
+        ),
+        (
+            "ranges",
+            '{"n/s": [0, 1e999]}',
+            'ranges["n/s"]: not [start, end] with start <= end ([0, inf])',
+        ),
+        ("started_at", '"noon"', "started_at: not a time ('noon')"),
+        ("started_at", "NaN", "started_at: not a time (nan)"),
+        ("previous", "7", "previous: not a file name or null (7)"),
+        ("compression", '"zip"', 'compression: not "gzip" or "none" (\'zip\')'),
     ],
 )
 def test_manifest_with_a_wrong_value_is_one_line(
@@ -627,17 +635,17 @@ def test_manifest_with_a_wrong_value_is_one_line(
 @pytest.mark.parametrize(
     ("text", "what"),
     [
-        pytest.param(DEEP, "not JSON: nested too deeply", id="deep-list"),
+        pytest.param(DEEP, "JSON nested too deeply", id="deep-list"),
         pytest.param(
             '{"kind": "zaggd-manifest", "version": 1, "size": ' + DEEP[:5000] + "}",
-            "not JSON: nested too deeply",
+            "JSON nested too deeply",
             id="deep-size",
         ),
-        ("{not json", "not JSON"),
-        ("[1, 2]", "not a zaggd-manifest file"),
-        ('{"kind": "zaggd-manifest", "version": 7}', "version 7 is not 1"),
+        ("{not json", "not valid JSON (line 1 column 2: "),
+        ("[1, 2]", "not a zaggd-manifest state file"),
+        ('{"kind": "zaggd-manifest", "version": 7}', "zaggd-manifest state version 7 is not 1"),
         ('{"kind": "zaggd-manifest", "version": 1}', "file: missing"),
-        pytest.param("\udcff\udcfe", "not JSON", id="not-utf8"),
+        pytest.param("\udcff\udcfe", "not UTF-8 text", id="not-utf8"),
     ],
 )
 def test_manifest_that_is_not_one_is_one_line(tmp_path: Path, text: str, what: str) -> None:
@@ -655,12 +663,12 @@ def test_manifest_that_is_not_one_is_one_line(tmp_path: Path, text: str, what: s
 @pytest.mark.parametrize(
     ("key", "raw", "what"),
     [
-        ("size", "1e999", "size: expected a whole number of bytes, got a number out of range"),
-        ("size", '"big"', "size: expected a whole number of bytes, got a string"),
-        ("lines", "-1", "lines: expected a whole number of lines, got -1"),
-        ("sha256", '"abc"', "sha256: expected 64 hex digits, got 'abc'"),
-        ("ranges", '{"n/s": {}}', "ranges: n/s: expected [start, end], got {}"),
-        ("previous", "[]", "previous: expected a file name or null, got a list"),
+        ("size", "1e999", "size: not a whole number >= 0 (inf)"),
+        ("size", '"big"', "size: not a whole number >= 0 ('big')"),
+        ("lines", "-1", "lines: not a whole number >= 0 (-1)"),
+        ("sha256", '"abc"', "sha256: not 64 hex digits ('abc')"),
+        ("ranges", '{"n/s": {}}', 'ranges["n/s"]: not [start, end] with start <= end ({})'),
+        ("previous", "[]", "previous: not a file name or null ([])"),
         ("file", '"other.log"', "file: names other.log, not web-01.log"),
     ],
 )
@@ -682,7 +690,7 @@ def test_live_index_nested_deeply_is_one_line(tree: Tree) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr == ""
     assert result.stdout.splitlines()[:-1] == [
-        f"altered: {index_path}: damaged live index: not JSON: nested too deeply"
+        f"altered: {index_path}: damaged live index: JSON nested too deeply"
     ]
 
 
@@ -728,7 +736,7 @@ def test_split_long_lines_are_not_doubles(tmp_path: Path, doubled: bool) -> None
 
 
 def test_fifos_and_devices_where_output_belongs_never_block(tmp_path: Path) -> None:
-    root = make_output(tmp_path, Compression.GZIP)
+    root = make_output(tmp_path, Compression.GZIP, nodes=("n1", "n2"))
     folder = root / "t"
     fifo, device = archives(folder)[1:3]
     fifo.unlink()
@@ -738,12 +746,20 @@ def test_fifos_and_devices_where_output_belongs_never_block(tmp_path: Path) -> N
     live = folder / "n1.log"
     live.unlink()
     os.mkfifo(live)
+    manifest = manifest_of(archives(folder)[3])
+    manifest.unlink()
+    os.mkfifo(manifest)
+    index = folder / "n2.log.index.json"
+    index.unlink()
+    os.mkfifo(index)
     result = zaggd_verify(root)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.splitlines()[:-1] == [
         f"unreadable: {fifo}: cannot read: not a regular file",
         f"unreadable: {device}: cannot read: not a regular file",
+        f"altered: {manifest}: damaged manifest: not a regular file",
         f"unreadable: {live}: not a regular file; its live index describes one",
+        f"altered: {index}: damaged live index: not a regular file",
     ]
 
 

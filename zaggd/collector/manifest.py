@@ -20,23 +20,35 @@ ranges (see verify.py).
 Beside each live output file `NAME` lies its live index `NAME.index.json`: the
 size, line count, SHA-256 and stream ranges of its first `size` bytes, and the
 base name of the archive cut before it. Both records are read as untrusted
-input: every field's type and range is checked, and anything off is one
-RecordError line saying which field and what it holds (`load_manifest`,
+input, with statefile's checks: every field's type and range, and anything off
+is one Damaged line saying which field and what it holds (`load_manifest`,
 `load_live_index`), never a traceback.
 """
 
 from __future__ import annotations
 
 import calendar
-import json
-import math
+import errno
+import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from zaggd.errors import ZaggdError
-from zaggd.statefile import write_state
+from zaggd.errors import StateError, ZaggdError
+from zaggd.statefile import (
+    Damaged,
+    brief,
+    load_state,
+    member,
+    want_bool,
+    want_count,
+    want_ranges,
+    want_str,
+    want_time,
+    write_state,
+)
 
 KIND = "zaggd-manifest"
 VERSION = 1
@@ -154,38 +166,28 @@ def read_manifest(path: str) -> Manifest:
         raise ZaggdError(f"{path}: no such manifest") from None
     except OSError as exc:
         raise ZaggdError(f"{path}: cannot read: {exc.strerror}") from None
-    except RecordError as exc:
+    except Damaged as exc:
         raise ZaggdError(f"{path}: damaged manifest: {exc}") from None
 
 
-class RecordError(ValueError):
-    """What is wrong in a manifest or live index, without its path: `size: expected ...`."""
-
-
 def load_manifest(path: str) -> Manifest:
-    """The manifest at `path`; OSError when it cannot be read, RecordError when it is not one."""
+    """The manifest at `path`; OSError when it cannot be read, Damaged when it is not one."""
     body = load_record(path, KIND, VERSION)
-    expired = body.get("expired", False)
-    if not isinstance(expired, bool):
-        raise RecordError(f"expired: expected true or false, got {_shown(expired)}")
-    fmt = body.get("format")
-    if fmt is not None and not isinstance(fmt, str):
-        raise RecordError(f"format: expected a format name, got {_shown(fmt)}")
     return Manifest(
         file=_want_name(body, "file"),
         live=_want_name(body, "live"),
         compression=_want_choice(body, "compression", ("gzip", "none")),
-        size=_want_count(body, "size", "bytes"),
+        size=want_count(member(body, "size", ""), "size"),
         sha256=_want_digest(body, "sha256"),
-        content_size=_want_count(body, "content_size", "bytes"),
+        content_size=want_count(member(body, "content_size", ""), "content_size"),
         content_sha256=_want_digest(body, "content_sha256"),
-        lines=_want_count(body, "lines", "lines"),
-        ranges=_want_ranges(body),
-        started_at=_want_time(body, "started_at"),
-        rotated_at=_want_time(body, "rotated_at"),
+        lines=want_count(member(body, "lines", ""), "lines"),
+        ranges=want_ranges(member(body, "ranges", ""), "ranges"),
+        started_at=want_time(member(body, "started_at", ""), "started_at"),
+        rotated_at=want_time(member(body, "rotated_at", ""), "rotated_at"),
         previous=_want_previous(body),
-        expired=expired,
-        format=fmt,
+        expired=want_bool(body.get("expired", False), "expired"),
+        format=None if body.get("format") is None else want_str(body["format"], "format"),
     )
 
 
@@ -206,102 +208,57 @@ def live_index_path(live_path: str) -> str:
 
 
 def load_live_index(path: str) -> LiveIndex:
-    """The live index at `path`; OSError when it cannot be read, RecordError when it is not one."""
+    """The live index at `path`; OSError when it cannot be read, Damaged when it is not one."""
     body = load_record(path, LIVE_INDEX_KIND, LIVE_INDEX_VERSION)
     return LiveIndex(
         file=_want_name(body, "file"),
-        size=_want_count(body, "size", "bytes"),
-        lines=_want_count(body, "lines", "lines"),
+        size=want_count(member(body, "size", ""), "size"),
+        lines=want_count(member(body, "lines", ""), "lines"),
         sha256=_want_digest(body, "sha256"),
-        ranges=_want_ranges(body),
+        ranges=want_ranges(member(body, "ranges", ""), "ranges"),
         previous=_want_previous(body),
     )
 
 
 def load_record(path: str, kind: str, version: int) -> dict[str, Any]:
-    """The JSON object in a file of `kind`, read whole but bounded in size and depth."""
-    with open(path, "rb") as fh:
-        raw = fh.read(MAX_RECORD_BYTES + 1)
-    if len(raw) > MAX_RECORD_BYTES:
-        raise RecordError(f"larger than {MAX_RECORD_BYTES} bytes")
+    """The JSON object of a manifest or live index; OSError when it cannot be read, Damaged
+    when it is not one (of this version). Its size is bounded before it is read."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read
+        raise Damaged("not a regular file")
+    if st.st_size > MAX_RECORD_BYTES:
+        raise Damaged(f"larger than {MAX_RECORD_BYTES} bytes")
     try:
-        body = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise RecordError("not JSON: not UTF-8 text") from None
-    except RecursionError:  # the parser recurses once per level of nesting
-        raise RecordError("not JSON: nested too deeply") from None
-    except ValueError as exc:  # bad syntax, or a number too long to convert
-        raise RecordError(f"not JSON ({str(exc)[:100]})") from None
-    if not isinstance(body, dict) or body.get("kind") != kind:
-        raise RecordError(f"not a {kind} file")
-    found = body.get("version")
-    if type(found) is not int or found != version:
-        raise RecordError(f"version {_shown(found, texts=True)} is not {version}")
+        body = load_state(path, kind, version)
+    except StateError as exc:  # unreadable, or another version: said without the path again
+        raise Damaged(str(exc).removeprefix(f"{path}: ")) from None
+    if body is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
     return body
 
 
-# -- field checks: each names the field and shows what it holds ----------------------
+# -- fields of records: statefile's want_* checks, and the ones only records have -------
 
 _DIGEST = re.compile(r"[0-9a-f]{64}\Z")
-MAX_COUNT = 2**63 - 1  # what offsets and sizes can be, on the wire and on disk
-
-
-def _shown(value: Any, texts: bool = False) -> str:
-    """A short picture of a JSON value for a message: its kind, or itself when small."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value) if abs(value) < 10**20 else "a number out of range"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else "a number out of range"
-    if isinstance(value, str):
-        return repr(value)[:60] if texts else "a string"
-    return "a list" if isinstance(value, list) else "an object"
-
-
-def _field(body: dict[str, Any], key: str) -> Any:
-    try:
-        return body[key]
-    except KeyError:
-        raise RecordError(f"{key}: missing") from None
-
-
-def _want_count(body: dict[str, Any], key: str, unit: str) -> int:
-    value = _field(body, key)
-    if type(value) is not int or not 0 <= value <= MAX_COUNT:
-        raise RecordError(f"{key}: expected a whole number of {unit}, got {_shown(value)}")
-    return value
-
-
-def _want_time(body: dict[str, Any], key: str) -> float:
-    value = _field(body, key)
-    if type(value) not in (int, float) or not math.isfinite(value):
-        raise RecordError(f"{key}: expected a time in seconds, got {_shown(value)}")
-    return float(value)
 
 
 def _want_digest(body: dict[str, Any], key: str) -> str:
-    value = _field(body, key)
-    if not isinstance(value, str) or not _DIGEST.match(value):
-        raise RecordError(f"{key}: expected 64 hex digits, got {_shown(value, texts=True)}")
+    value = want_str(member(body, key, ""), key)
+    if not _DIGEST.match(value):
+        raise Damaged(f"{key}: not 64 hex digits ({brief(value)})")
     return value
 
 
 def _want_choice(body: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    value = _field(body, key)
-    if value not in choices or not isinstance(value, str):
+    value = want_str(member(body, key, ""), key)
+    if value not in choices:
         allowed = " or ".join(f'"{c}"' for c in choices)
-        raise RecordError(f"{key}: expected {allowed}, got {_shown(value, texts=True)}")
+        raise Damaged(f"{key}: not {allowed} ({brief(value)})")
     return value
 
 
 def _want_name(body: dict[str, Any], key: str) -> str:
-    value = _field(body, key)
-    if not isinstance(value, str):
-        raise RecordError(f"{key}: expected a file name, got {_shown(value)}")
-    return _plain_name(key, value)
+    return _plain_name(key, want_str(member(body, key, ""), key))
 
 
 def _want_previous(body: dict[str, Any]) -> str | None:
@@ -309,33 +266,15 @@ def _want_previous(body: dict[str, Any]) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise RecordError(f"previous: expected a file name or null, got {_shown(value)}")
+        raise Damaged(f"previous: not a file name or null ({brief(value)})")
     return _plain_name("previous", value)
 
 
 def _plain_name(key: str, name: str) -> str:
     # A record names files in its own folder only; never follow one elsewhere.
     if not name or "/" in name or "\0" in name or name in (".", ".."):
-        raise RecordError(f"{key}: expected a file name in its folder, got {_shown(name, True)}")
+        raise Damaged(f"{key}: not a file name in its folder ({brief(name)})")
     return name
-
-
-def _want_ranges(body: dict[str, Any]) -> dict[str, list[int]]:
-    value = _field(body, "ranges")
-    if not isinstance(value, dict):
-        raise RecordError(f"ranges: expected an object of stream ranges, got {_shown(value)}")
-    ranges = {}
-    for key, span in value.items():
-        if (
-            not isinstance(span, list)
-            or len(span) != 2
-            or not all(type(v) is int and 0 <= v <= MAX_COUNT for v in span)
-            or span[0] > span[1]
-        ):
-            where = json.dumps(key)[1:-1][:100]
-            raise RecordError(f"ranges: {where}: expected [start, end], got {repr(span)[:60]}")
-        ranges[key] = [span[0], span[1]]
-    return ranges
 
 
 def mark_expired(path: str, manifest: Manifest) -> None:

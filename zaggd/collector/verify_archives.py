@@ -17,19 +17,19 @@ from zaggd.collector.manifest import (
     GZIP_SUFFIX,
     MANIFEST_SUFFIX,
     Manifest,
-    RecordError,
     RotatedName,
     load_manifest,
 )
 from zaggd.collector.verify_report import Folder, Problem, Report, holding
 from zaggd.logs import shown
+from zaggd.statefile import Damaged
 
 
 def check_manifest(here: Folder, parsed: RotatedName, report: Report) -> None:
     mpath = here.join(parsed.base + MANIFEST_SUFFIX)
     try:
         manifest = load_manifest(mpath)
-    except RecordError as exc:
+    except Damaged as exc:
         report.add(Problem.ALTERED, mpath, f"damaged manifest: {exc}")
         report.add_unknown(here.path, parsed.live, parsed.stamp_us)
         return

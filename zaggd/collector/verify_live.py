@@ -25,7 +25,6 @@ from zaggd.collector.contents import prefix_digest
 from zaggd.collector.manifest import (
     INDEX_SUFFIX,
     LiveIndex,
-    RecordError,
     RotatedName,
     live_index_path,
     load_live_index,
@@ -33,6 +32,7 @@ from zaggd.collector.manifest import (
 )
 from zaggd.collector.verify_report import Folder, Problem, Report, holding
 from zaggd.logs import shown
+from zaggd.statefile import Damaged
 
 LIVE_ORDER = math.inf  # a live file whose time is unknown comes after its archives
 
@@ -136,7 +136,7 @@ def read_index(path: str, name: str, report: Report) -> LiveIndex | None:
     ipath = live_index_path(path)
     try:
         index = load_live_index(ipath)
-    except RecordError as exc:
+    except Damaged as exc:
         report.add(Problem.ALTERED, ipath, f"damaged live index: {exc}")
         return None
     except OSError as exc:
