@@ -105,6 +105,9 @@ class PublishConfig:
     send_hwm: int = 16  # messages; a block is up to read_bytes
     curve: CurveConfig | None = None
     pgm: PgmConfig = field(default_factory=PgmConfig)
+    # How long a collector that takes nothing may hold the others before it is
+    # left behind to repair from the files (docs/protocol.md, section 12).
+    laggard_timeout_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1007,6 +1010,7 @@ def _read_publish(val: _Val) -> PublishConfig:
             "send_hwm": _integer(1, _MAX_INT32),
             "curve": _read_curve,
             "pgm": _read_pgm,
+            "laggard_timeout": _duration(0.05, _DAY),
         },
     )
     binds, endpoints = _direction(section)
@@ -1022,6 +1026,7 @@ def _read_publish(val: _Val) -> PublishConfig:
         send_hwm=section.get("send_hwm", default.send_hwm),
         curve=_finish_curve(section, binds, endpoints),
         pgm=section.get("pgm", default.pgm),
+        laggard_timeout_s=section.get("laggard_timeout", default.laggard_timeout_s),
     )
 
 

@@ -61,6 +61,11 @@ PRODUCER_COUNTERS = (
     "streams_truncated",
     "streams_closed",
     "send_waits",
+    "send_held_ms",
+    "laggards_left_behind",
+    "laggard_messages_dropped",
+    "replays_deferred",
+    "replays_dropped",
     "bad_requests",
 )
 
@@ -82,4 +87,6 @@ COLLECTOR_COUNTERS = (
     "checkpoints",
     "rotations",
     "write_errors",
+    "left_behind",
+    "caught_up",
 )

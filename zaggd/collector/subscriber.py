@@ -32,6 +32,7 @@ from typing import Any
 import zmq
 
 from zaggd import wire
+from zaggd.collector.catchup import CatchUp
 from zaggd.collector.checkpoint import Checkpoint, Checkpointer, CheckpointState
 from zaggd.collector.sequencer import StreamState, Verdict, judge, trim
 from zaggd.collector.writer import Writer, describe_files, is_disk_full
@@ -113,6 +114,7 @@ class SubscriberThread(Worker):
             is_multicast(e) for e in (*config.subscribe.bind, *config.subscribe.connect)
         )
         self._last_sub_message = 0.0
+        self.catchup = CatchUp(counters, self._multicast)  # left behind / caught up, per node
         self._dealers: dict[str, zmq.Socket] = {}  # type: ignore[type-arg]
         self._router: zmq.Socket | None = None  # type: ignore[type-arg]
         self._subs: list[zmq.Socket] = []  # type: ignore[type-arg]
@@ -317,6 +319,7 @@ class SubscriberThread(Worker):
                 self._ask_replays(now)
                 self._reopen_if_deaf(now)
                 self._forget_retired(now)
+                self.catchup.check(now, self.gapped, self.streams, self.nodes)
                 next_maintenance = now + MAINTENANCE_INTERVAL_S
             if self._held is None:
                 self._maybe_checkpoint(now)
@@ -509,6 +512,7 @@ class SubscriberThread(Worker):
             self.gapped.add(key)
             self.counters.add("gaps_found")
             now = time.monotonic()
+            self.catchup.gap_opened(st, now)
             if now - self._gap_logged.get(key, 0.0) > 10.0:
                 self._gap_logged[key] = now
                 log.info(

@@ -3,6 +3,8 @@
 The socket is an XPUB with XPUB_NODROP: at the high-water mark a send fails
 with EAGAIN instead of dropping, the thread waits for room, its bounded
 input queue fills, and the tailer stops reading. The file is the buffer.
+A collector that takes nothing holds the others only for
+`publish.laggard_timeout`; then it is left behind (laggards.py).
 
 Heartbeats announce, per stream, its topic and the end offset of what was
 sent; they go out after the blocks they describe, on the same socket, so a
@@ -28,6 +30,7 @@ from zaggd import wire
 from zaggd.config import PublishConfig
 from zaggd.endpoints import apply_pgm, attach, is_multicast, rebind, send_waiting
 from zaggd.metrics import Counters
+from zaggd.producer.laggards import Laggards, send_past_full
 from zaggd.producer.streams import Announce, Retire
 from zaggd.service import Worker
 
@@ -78,6 +81,7 @@ class PublisherThread(Worker):
         self._sock: zmq.Socket | None = None  # type: ignore[type-arg]
         self.bound: list[str] = []
         self.drop_clients = threading.Event()  # set when keys left the allowlist
+        self.laggards = Laggards(config.laggard_timeout_s, counters)
 
     def put(self, item: Item, stop: Callable[[], bool], tick: Callable[[], None]) -> bool:
         """Queue an item, waiting while the queue is full; False when stopping."""
@@ -109,7 +113,8 @@ class PublisherThread(Worker):
 
     def _setup(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         sock.setsockopt(zmq.XPUB_NODROP, 1)
-        sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+        # Every subscription and every end of one: Laggards counts the collectors.
+        sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         sock.setsockopt(zmq.SNDHWM, self.config.send_hwm)
         sock.setsockopt(zmq.LINGER, 2000)
         if self.config.connect:
@@ -117,6 +122,7 @@ class PublisherThread(Worker):
         self._packed = any(is_multicast(e) for e in (*self.config.bind, *self.config.connect))
         if self._packed:
             apply_pgm(sock, self.config.pgm)
+            self.laggards.enabled = False  # one queue for every collector
         before_connect = None
         if self.config.curve is not None:
             from zaggd.security import apply_curve, pin_server_keys
@@ -182,26 +188,40 @@ class PublisherThread(Worker):
     def _send(self, sock: zmq.Socket, frames: Sequence[Any]) -> bool:  # type: ignore[type-arg]
         """Send without dropping: wait for room at the high-water mark.
 
-        When stopping, the wait is bounded: what a stuck collector did not take
-        it gets by replay later.
+        A collector that takes nothing for laggard_timeout is left behind (the
+        message goes to the others); when stopping, the wait is bounded too:
+        what a stuck collector did not take it gets by replay later.
         """
         if self._packed:
             frames = [wire.pack(frames)]
         deadline = 0.0
+        refused_at = 0.0
+        behind = False
 
         def keep_waiting() -> bool:
-            nonlocal deadline
+            nonlocal deadline, refused_at, behind
+            now = time.monotonic()
+            refused_at = refused_at or now
             self.counters.add("send_waits")
             self.tick()
             if self.stop_event.is_set():
-                deadline = deadline or time.monotonic() + DRAIN_TIMEOUT_S
-                if time.monotonic() > deadline:
+                deadline = deadline or now + DRAIN_TIMEOUT_S
+                if now > deadline:
                     return False
             self._drain_subscriptions(sock)
             self._drop_clients_if_asked(sock)  # the stuck one may be the revoked one
-            return True
+            behind = self.laggards.is_due(now - refused_at)
+            return not behind
 
-        return send_waiting(sock, frames, keep_waiting)
+        sent = send_waiting(sock, frames, keep_waiting)
+        if refused_at:
+            now = time.monotonic()
+            self.laggards.held(now - refused_at)
+            if behind:
+                send_past_full(sock, frames)
+                self.laggards.left_behind(now - refused_at, frames[0], now)
+                return True
+        return sent
 
     def _drop_clients_if_asked(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         """Close every collector connection, so each authenticates again (what it
@@ -219,6 +239,7 @@ class PublisherThread(Worker):
                 return
             if msg[:1] == b"\x01":
                 self._joined = True
+            self.laggards.note_subscription(msg)
 
     def _send_heartbeat(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         """Announce the changed streams and the next slice of all of them."""

@@ -10,22 +10,32 @@ rotation moved it (by inode and first bytes); its bytes are cut exactly as
 the tailer cut them and sent as data messages. A range that exists nowhere is
 answered with "gone". Only files in the registry (files a source matched) are
 ever read.
+
+Each collector (a routing id on the ROUTER, or one DEALER) has its own queue
+of requests, answered a few blocks at a turn. A collector whose ZeroMQ queue
+is full (stopped, or reading slowly) is set aside with the block it was
+refused and retried shortly after, so it never holds the others' replays;
+one that takes nothing for SEND_TIMEOUT_S loses its pending answers and asks
+again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from zaggd import wire
 from zaggd.config import PublishConfig
-from zaggd.endpoints import attach, rebind, send_waiting
+from zaggd.endpoints import MAX_SEND_PAUSE_S, MIN_SEND_PAUSE_S, attach, rebind
 from zaggd.errors import ProtocolError
 from zaggd.identity import open_instance
 from zaggd.metrics import Counters
@@ -37,6 +47,25 @@ log = logging.getLogger(__name__)
 
 REPLAY_BLOCK_BYTES = 1048576
 SEND_TIMEOUT_S = 10.0
+BLOCKS_PER_TURN = 4  # then the next collector's turn
+STALL_LOG_S = 1.0  # a collector's queue full this long is worth a line when it reads again
+MAX_REQUESTS_PER_PEER = 64  # a collector keeps 8 in flight
+
+
+Answer = Generator[list[Any], None, None]  # the messages answering one request
+
+
+@dataclass(slots=True)
+class Peer:
+    """One collector on the replay channel: its requests, answered in order."""
+
+    sock: zmq.Socket  # type: ignore[type-arg]
+    envelope: list[bytes]
+    answers: deque[Answer] = field(default_factory=deque)
+    refused: list[Any] | None = None  # the message its full queue refused, sent first
+    full_since: float = 0.0
+    retry_at: float = 0.0
+    pause_s: float = MIN_SEND_PAUSE_S
 
 
 class ReplayServer(Worker):
@@ -61,6 +90,7 @@ class ReplayServer(Worker):
         self.error: Exception | None = None
         self.bound: list[str] = []
         self._bad_logged = False
+        self._peers: dict[tuple[int, bytes], Peer] = {}
         self.drop_clients = threading.Event()  # set when keys left the allowlist
 
     def work(self) -> None:
@@ -83,17 +113,20 @@ class ReplayServer(Worker):
                 self.tick()
                 now = time.monotonic()
                 if self.config.connect and now >= next_hello:
+                    hello = wire.encode_hello(wire.Hello(self.node, self.instance))
                     for sock in sockets:
-                        self._send(
-                            sock, [], wire.encode_hello(wire.Hello(self.node, self.instance))
-                        )
+                        with contextlib.suppress(zmq.Again):  # a full queue: said again next time
+                            sock.send_multipart(hello, zmq.NOBLOCK)
                     next_hello = now + self.config.heartbeat_interval_s
                 if self.drop_clients.is_set() and self.bound:
                     self.drop_clients.clear()
                     rebind(sockets[0], self.bound)
-                for sock, _ in poller.poll(250):
+                for sock, _ in poller.poll(self._poll_ms(now)):
                     self._serve_ready(sock)
+                self._answer(time.monotonic())
         finally:
+            for peer in self._peers.values():
+                _close_answers(peer)
             for sock in sockets:
                 sock.close(linger=0)
 
@@ -140,7 +173,12 @@ class ReplayServer(Worker):
             if not isinstance(msg, wire.ReplayRequest) or msg.node != self.node:
                 self._bad_request("replay request for another node or of the wrong kind")
                 continue
-            self._serve(sock, envelope, msg)
+            key = (id(sock), envelope[0] if envelope else b"")
+            peer = self._peers.setdefault(key, Peer(sock, envelope))
+            if len(peer.answers) >= MAX_REQUESTS_PER_PEER:
+                self._bad_request("too many replay requests waiting from one collector")
+                continue
+            peer.answers.append(self._answers(msg))
 
     def _bad_request(self, why: str) -> None:
         self.counters.add("bad_requests")
@@ -148,18 +186,73 @@ class ReplayServer(Worker):
             log.warning("%s (dropped; further ones are only counted)", why)
             self._bad_logged = True
 
-    def _serve(self, sock: zmq.Socket, envelope: list[bytes], req: wire.ReplayRequest) -> None:  # type: ignore[type-arg]
+    def _poll_ms(self, now: float) -> int:
+        """Wait for requests, but no longer than until some collector's answers can go on."""
+        wait_s = 0.25
+        for peer in self._peers.values():
+            wait_s = min(wait_s, max(0.0, peer.retry_at - now))
+        return int(wait_s * 1000)
+
+    def _answer(self, now: float) -> None:
+        """Give each collector with answers due a turn; drop those that are done."""
+        for key, peer in list(self._peers.items()):
+            if peer.retry_at <= now and (peer.answers or peer.refused):
+                self._take_turn(peer, now)
+            if not peer.answers and peer.refused is None:
+                del self._peers[key]
+
+    def _take_turn(self, peer: Peer, now: float) -> None:
+        for _ in range(BLOCKS_PER_TURN):
+            frames = peer.refused if peer.refused is not None else _next_answer(peer)
+            if frames is None:
+                return
+            try:
+                peer.sock.send_multipart([*peer.envelope, *frames], zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._set_aside(peer, frames, now)
+                return
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                _close_answers(peer)  # gone; it asks again if it comes back
+                return
+            peer.refused = None
+            if peer.full_since and now - peer.full_since >= STALL_LOG_S:
+                log.info("replays: a collector reads again after %.1f s", now - peer.full_since)
+            peer.full_since, peer.pause_s = 0.0, MIN_SEND_PAUSE_S
+
+    def _set_aside(self, peer: Peer, frames: list[Any], now: float) -> None:
+        """The collector's queue is full: serve the others, try it again shortly."""
+        if not peer.full_since:
+            peer.full_since = now
+            self.counters.add("replays_deferred")
+        elif now - peer.full_since > SEND_TIMEOUT_S:
+            log.warning(
+                "replays: a collector took nothing for %.0f s; dropping the %d answers it "
+                "waits for (it asks again)",
+                now - peer.full_since,
+                len(peer.answers),
+            )
+            self.counters.add("replays_dropped", len(peer.answers))
+            _close_answers(peer)
+            return
+        peer.refused = frames
+        peer.retry_at = now + peer.pause_s
+        peer.pause_s = min(peer.pause_s * 2, MAX_SEND_PAUSE_S)
+
+    def _answers(self, req: wire.ReplayRequest) -> Answer:
+        """The messages answering `req`: its range read block by block, or "gone"."""
         target = self.registry.get(req.stream)
         fd = None if target is None else _open_instance(target)
         if target is None or fd is None:
-            self._gone(sock, envelope, target, req, req.start, "stream no longer exists")
+            yield self._gone(target, req, req.start, "stream no longer exists")
             return
         self.counters.add("replays_served")
         try:
             pos = req.start
             size = os.fstat(fd).st_size
             if size < req.start:
-                self._gone(sock, envelope, target, req, req.start, "file is shorter than the range")
+                yield self._gone(target, req, req.start, "file is shorter than the range")
                 return
             while pos < req.end:
                 block = read_range(
@@ -182,10 +275,7 @@ class ReplayServer(Worker):
                     block.end,
                     block.lines,
                 )
-                if not self._send(
-                    sock, envelope, wire.encode_data(target.topic, header, block.payload)
-                ):
-                    return
+                yield wire.encode_data(target.topic, header, block.payload)
                 self.counters.add("replay_bytes_out", len(block.payload))
                 pos = block.end
         finally:
@@ -193,38 +283,36 @@ class ReplayServer(Worker):
 
     def _gone(
         self,
-        sock: zmq.Socket,  # type: ignore[type-arg]
-        envelope: list[bytes],
         target: ReplayTarget | None,
         req: wire.ReplayRequest,
         start: int,
         reason: str,
-    ) -> None:
+    ) -> list[Any]:
         self.counters.add("replay_gone")
         log.warning(
             "replay range gone: stream %s range %d-%d: %s", req.stream, start, req.end, reason
         )
         topic = target.topic if target is not None else b"-"
-        self._send(
-            sock,
-            envelope,
-            wire.encode_gone(topic, wire.Gone(self.node, req.stream, start, req.end, reason)),
-        )
+        return wire.encode_gone(topic, wire.Gone(self.node, req.stream, start, req.end, reason))
 
-    def _send(self, sock: zmq.Socket, envelope: list[bytes], frames: Sequence[Any]) -> bool:  # type: ignore[type-arg]
-        """Send, waiting for room; False when the peer is gone or too slow."""
-        deadline = time.monotonic() + SEND_TIMEOUT_S
 
-        def keep_waiting() -> bool:
-            self.tick()
-            return time.monotonic() <= deadline and not self.stop_event.is_set()
+def _next_answer(peer: Peer) -> list[Any] | None:
+    """The next message for `peer`, finishing answers as they run out; None when all are sent."""
+    while peer.answers:
+        frames = next(peer.answers[0], None)
+        if frames is not None:
+            return frames
+        peer.answers.popleft()
+    return None
 
-        try:
-            return send_waiting(sock, [*envelope, *frames], keep_waiting)
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH:
-                return False
-            raise
+
+def _close_answers(peer: Peer) -> None:
+    """Forget what `peer` waits for, closing the files its answers had open."""
+    for answer in peer.answers:
+        answer.close()
+    peer.answers.clear()
+    peer.refused = None
+    peer.full_since = 0.0
 
 
 def _open_instance(target: ReplayTarget) -> int | None:
