@@ -11,14 +11,24 @@ the test stopping and continuing it in a duty cycle.
 from __future__ import annotations
 
 import bisect
+import errno
+import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+import zmq
+
+from tests.collector.test_disk_full import tmpfs
 from tests.helpers import (
     Daemon,
+    NetNamespaces,
     collector_config,
     free_port,
     numbered_lines,
@@ -26,19 +36,23 @@ from tests.helpers import (
     stop_all,
     wait_until,
 )
+from zaggd import wire
 
 LINE_BYTES = 100
+# A token bucket at 6.4 Mbit/s: 80% of the 1 MB/s the slow-collector test writes.
+TBF_80_PERCENT = ["rate", "6400kbit", "burst", "32kb", "latency", "1s"]
 
 
 class PacedWriter(threading.Thread):
-    """Appends numbered lines to `path` at `rate` lines/s, every 10 ms, and
+    """Appends numbered lines to `path` at `rate` lines/s, every `every_s`, and
     remembers how many bytes were in the file at each moment."""
 
-    def __init__(self, path: Path, prefix: str, rate: float) -> None:
+    def __init__(self, path: Path, prefix: str, rate: float, every_s: float = 0.01) -> None:
         super().__init__(daemon=True)
         self.path = path
         self.prefix = prefix
         self.rate = rate
+        self.every_s = every_s
         self.stop_event = threading.Event()
         self.times: list[float] = []
         self.sizes: list[int] = []
@@ -54,7 +68,7 @@ class PacedWriter(threading.Thread):
                     self.lines = due
                     self.times.append(time.monotonic())
                     self.sizes.append(self.lines * LINE_BYTES)
-                time.sleep(0.01)
+                time.sleep(self.every_s)
 
     def written_by(self, moment: float) -> int:
         """Bytes the file held at monotonic time `moment`."""
@@ -174,3 +188,271 @@ def test_frozen_collector_among_three_does_not_stall_the_others(tmp_path: Path) 
         thaw(*collectors)
         writer.finish()
         stop_all(producer, *collectors)
+
+
+def test_frozen_collector_on_another_topic_does_not_stall_a_bound_collector(
+    tmp_path: Path,
+) -> None:
+    """Collectors bind, the producer connects to both; each takes its own topic."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    ports = {n: (free_port(), free_port()) for n in ("ca", "cb")}
+    collectors = [
+        Daemon(
+            "collector",
+            collector_config(
+                tmp_path,
+                n,
+                {
+                    "bind": [f"tcp://127.0.0.1:{ports[n][0]}"],
+                    "replay": f"tcp://127.0.0.1:{ports[n][1]}",
+                    "topics": [n[1]],
+                },
+            ),
+            tmp_path,
+        )
+        for n in ports
+    ]
+    producer = Daemon(
+        "producer",
+        producer_config(
+            tmp_path,
+            "web-02",
+            [
+                {"name": "a", "topic": "a", "paths": [str(logs / "a.log")]},
+                {"name": "b", "topic": "b", "paths": [str(logs / "b.log")]},
+            ],
+            {
+                "connect": [f"tcp://127.0.0.1:{d}" for d, _ in ports.values()],
+                "replay": [f"tcp://127.0.0.1:{r}" for _, r in ports.values()],
+            },
+        ),
+        tmp_path,
+    )
+    outputs = [tmp_path / f"out-{n}" / n[1] / f"web-02-{n[1]}.log" for n in ports]
+    writers = [PacedWriter(logs / f"{t}.log", t, rate=6_000) for t in ("a", "b")]
+    try:
+        for c in collectors:
+            c.start()
+        producer.start()
+        for w in writers:
+            w.start()
+        wait_until(lambda: all(size_of(p) >= 100_000 for p in outputs), timeout_s=30)
+        (trace,) = watch_while_frozen(collectors[0], 14.0, writers[1], outputs[1:])
+        assert_kept_up("the collector of topic b", trace, writers[1], within_s=3.0)
+        for w in writers:
+            w.finish()
+        for w, path in zip(writers, outputs, strict=True):
+            expected = w.path.read_bytes()
+            wait_until(lambda p=path, e=expected: size_of(p) >= len(e), timeout_s=60)
+            assert path.read_bytes() == expected
+        assert counters(producer)["laggards_left_behind"] >= 1
+        assert_caught_up(collectors[0], "web-02")
+        assert counters(collectors[1])["left_behind"] == 0
+    finally:
+        thaw(*collectors)
+        for w in writers:
+            w.finish()
+        stop_all(producer, *collectors)
+
+
+def fill(path: Path) -> None:
+    """Write `path` until its filesystem is full."""
+    chunk = b"\0" * 65536
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+
+
+def is_still(value: Callable[[], int], for_s: float = 1.0) -> bool:
+    """Whether a positive `value()` stays the same for `for_s`."""
+    before = value()
+    time.sleep(for_s)
+    return before > 0 and value() == before
+
+
+def test_collector_on_a_full_disk_is_left_behind_and_catches_up(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "size=32m,mode=0755") as small:
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        port, replay = free_port(), free_port()
+        producer = Daemon(
+            "producer",
+            producer_config(
+                tmp_path,
+                "web-03",
+                [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
+                {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"},
+            ),
+            tmp_path,
+        )
+        subscribe = {"connect": [f"tcp://127.0.0.1:{port}"]}
+        healthy = Daemon("collector", collector_config(tmp_path, "c1", subscribe), tmp_path)
+        full = Daemon(
+            "collector",
+            collector_config(
+                tmp_path, "c2", subscribe, {"path": str(small / "{topic}" / "{node}.log")}
+            ),
+            tmp_path,
+        )
+        outputs = [tmp_path / "out-c1" / "app" / "web-03-app.log", small / "app" / "web-03.log"]
+        writer = PacedWriter(logs / "app.log", "d", rate=10_000)
+        try:
+            producer.start()
+            healthy.start()
+            full.start()
+            writer.start()
+            wait_until(lambda: all(size_of(p) >= 100_000 for p in outputs), timeout_s=30)
+            filler = small / "filler"
+            fill(filler)
+            wait_until(lambda: "disk full" in full.output(), timeout_s=30)
+            time.sleep(12.0)
+            trace = [(time.monotonic(), size_of(outputs[0]))]
+            assert_kept_up("the collector with room", trace, writer, within_s=3.0)
+            filler.unlink()
+            writer.finish()
+            expected = writer.path.read_bytes()
+            for path in outputs:
+                wait_until(lambda p=path: size_of(p) >= len(expected), timeout_s=60)
+                assert path.read_bytes() == expected
+            assert counters(producer)["laggards_left_behind"] >= 1
+            assert_caught_up(full, "web-03")
+        finally:
+            writer.finish()
+            stop_all(producer, healthy, full)
+
+
+def test_replays_to_a_collector_that_stopped_reading_do_not_hold_the_others(
+    tmp_path: Path,
+) -> None:
+    """A client asks for a large range and never reads the answer (what a stopped
+    collector does): a collector that then needs a replay gets it at once."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    port, replay = free_port(), free_port()
+    producer = Daemon(
+        "producer",
+        producer_config(
+            tmp_path,
+            "web-04",
+            [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
+            {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"},
+        ),
+        tmp_path,
+    )
+    source = logs / "app.log"
+    source.write_bytes(b"".join(numbered_lines("r", 0, 400_000)))  # 40 MB, sent to no one
+    collector = Daemon(
+        "collector",
+        collector_config(tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{port}"]}),
+        tmp_path,
+    )
+    context = zmq.Context()
+    stuck = context.socket(zmq.DEALER)
+    stuck.setsockopt(zmq.RCVHWM, 1)
+    stuck.setsockopt(zmq.RCVBUF, 4096)
+    stuck.setsockopt(zmq.LINGER, 0)
+    try:
+        producer.start()
+        stream = wait_until(lambda: producer.status().get("streams_detail"), timeout_s=20)[0]
+        wait_until(lambda: counters(producer)["bytes_out"] >= source.stat().st_size)
+        stuck.connect(f"tcp://127.0.0.1:{replay}")
+        size = source.stat().st_size
+        for _ in range(4):
+            request = wire.ReplayRequest("web-04", stream["stream"], 0, size)
+            stuck.send_multipart(wire.encode_replay_request(request))
+        wait_until(lambda: is_still(lambda: counters(producer)["replay_bytes_out"]), timeout_s=30)
+        started = time.monotonic()
+        collector.start()
+        out = tmp_path / "out-c1" / "app" / "web-04-app.log"
+        wait_until(lambda: size_of(out) >= size, timeout_s=60)
+        took_s = time.monotonic() - started
+        assert out.read_bytes() == source.read_bytes()
+        assert took_s < 8.0, (
+            f"the collector's replay waited behind a stopped client: {took_s:.1f} s"
+        )
+    finally:
+        stuck.close(linger=0)
+        context.term()
+        stop_all(producer, collector)
+
+
+def io_read_bytes(pid: int) -> int:
+    """Bytes the process read through read(2) and the like: files, not sockets (rchar)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no rchar in /proc/{pid}/io")
+
+
+def test_lone_slow_collector_paces_its_producer_without_rereading(tmp_path: Path) -> None:
+    """The collector's network carries 80% of the write rate (tc in a private
+    network namespace): the producer waits for it, reading the file once."""
+    if os.geteuid() != 0 or shutil.which("tc") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, ip and tc to shape a private loopback")
+    nets = NetNamespaces("zlg")
+    try:
+        ns = nets.add("slow")
+        nets.ip(ns, "link", "set", "lo", "mtu", "1500")
+        shaped = subprocess.run(
+            ["tc", "-n", ns, "qdisc", "add", "dev", "lo", "root", "tbf", *TBF_80_PERCENT],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if shaped.returncode != 0:
+            pytest.skip(f"cannot shape the loopback here: {shaped.stderr.strip()}")
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        port, replay = free_port(), free_port()
+        producer = Daemon(
+            "producer",
+            producer_config(
+                tmp_path,
+                "web-05",
+                [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
+                {
+                    "bind": [f"tcp://127.0.0.1:{port}"],
+                    "replay": f"tcp://127.0.0.1:{replay}",
+                    "laggard_timeout": "300ms",
+                },
+            ),
+            tmp_path,
+            prefix=nets.prefix(ns),
+        )
+        collector = Daemon(
+            "collector",
+            collector_config(tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{port}"]}),
+            tmp_path,
+            prefix=nets.prefix(ns),
+        )
+        out = tmp_path / "out-c1" / "app" / "web-05-app.log"
+        # 1 MB/s (8 Mbit/s), in writes of 50 KB: the tailer checks the file's first
+        # KiB around each read, which is not reading the file again.
+        writer = PacedWriter(logs / "app.log", "s", rate=10_000, every_s=0.05)
+        try:
+            producer.start()
+            collector.start()
+            read0 = io_read_bytes(producer.pid)
+            writer.start()
+            time.sleep(10.0)
+            writer.finish()
+            size = writer.path.stat().st_size
+            behind = size - size_of(out)
+            assert behind > size // 10, f"the collector kept up ({behind} bytes behind)"
+            wait_until(lambda: size_of(out) >= size, timeout_s=60, interval_s=0.2)
+            assert out.read_bytes() == writer.path.read_bytes()
+            ratio = (io_read_bytes(producer.pid) - read0) / size
+            assert ratio <= 1.3, f"the producer read the file {ratio:.2f} times"
+            assert counters(producer)["laggards_left_behind"] == 0
+            assert counters(producer)["send_held_ms"] > 1000
+            assert counters(collector)["left_behind"] == 0
+        finally:
+            writer.finish()
+            stop_all(producer, collector)
+    finally:
+        nets.close()
