@@ -36,7 +36,8 @@ from tests.helpers import (
     stop_all,
     wait_until,
 )
-from zaggd import wire
+from zaggd import config, wire
+from zaggd.errors import ConfigError
 
 LINE_BYTES = 100
 # A token bucket at 6.4 Mbit/s: 80% of the 1 MB/s the slow-collector test writes.
@@ -136,6 +137,25 @@ def assert_caught_up(collector: Daemon, node: str) -> None:
     assert f"left behind by node {node}" in collector.output()
     done = counters(collector)
     assert done["left_behind"] >= 1 and done["caught_up"] == done["left_behind"]
+
+
+def test_laggard_timeout_is_a_publish_duration_of_one_second_by_default(tmp_path: Path) -> None:
+    def load(extra: str) -> config.ProducerConfig:
+        path = tmp_path / "p.yaml"
+        path.write_text(
+            "state_dir: s\npublish:\n  bind: ['tcp://127.0.0.1:7450']\n"
+            f"  replay: 'tcp://127.0.0.1:7451'\n{extra}"
+            "sources: [{name: a, topic: a, paths: ['/tmp/x/*.log']}]\n"
+        )
+        return config.load_producer(str(path))
+
+    assert load("").publish.laggard_timeout_s == 1.0
+    assert load("  laggard_timeout: 300ms\n").publish.laggard_timeout_s == 0.3
+    with pytest.raises(ConfigError) as error:
+        load("  laggard_timeout: 10ms\n")
+    assert str(error.value) == (
+        f"{tmp_path / 'p.yaml'}:5: publish.laggard_timeout: must be at least 0.05s, got '10ms'"
+    )
 
 
 def test_frozen_collector_among_three_does_not_stall_the_others(tmp_path: Path) -> None:
