@@ -38,6 +38,7 @@ from tests.helpers import (
 )
 from zaggd import config, wire
 from zaggd.errors import ConfigError
+from zaggd.producer.laggards import send_past_full
 
 LINE_BYTES = 100
 # A token bucket at 6.4 Mbit/s: 80% of the 1 MB/s the slow-collector test writes.
@@ -137,6 +138,70 @@ def assert_caught_up(collector: Daemon, node: str) -> None:
     assert f"left behind by node {node}" in collector.output()
     done = counters(collector)
     assert done["left_behind"] >= 1 and done["caught_up"] == done["left_behind"]
+
+
+def test_libzmq_skips_a_full_queue_until_its_reader_has_read_half_of_it(tmp_path: Path) -> None:
+    """What leaving a collector behind relies on (docs/laggards.md), on the
+    installed libzmq: one send with NODROP off skips the full subscriber only,
+    later NODROP sends skip it too, and it gets messages again once it reads."""
+    context = zmq.Context()
+    xpub = context.socket(zmq.XPUB)
+    subs = [context.socket(zmq.SUB) for _ in range(2)]
+    try:
+        xpub.setsockopt(zmq.XPUB_NODROP, 1)
+        xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+        xpub.setsockopt(zmq.SNDHWM, 4)
+        xpub.setsockopt(zmq.SNDBUF, 65536)
+        xpub.bind(f"ipc://{tmp_path}/x.sock")
+        for sub in subs:
+            sub.setsockopt(zmq.RCVHWM, 4)
+            sub.setsockopt(zmq.RCVBUF, 65536)
+            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            sub.connect(f"ipc://{tmp_path}/x.sock")
+        joined = []
+        wait_until(lambda: (xpub.poll(10) and joined.append(xpub.recv())) or len(joined) == 2)
+        reading, stuck = subs
+        body = b"x" * 65536
+
+        def send(n: int, wait_s: float = 0.2) -> bool:
+            """Send message `n` with NODROP, waiting up to `wait_s` for room."""
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    xpub.send_multipart([b"t", str(n).encode(), body], zmq.NOBLOCK)
+                    return True
+                except zmq.Again:
+                    if time.monotonic() > deadline:
+                        return False
+                    xpub.getsockopt(zmq.EVENTS)  # take in the notices of room
+                    time.sleep(0.001)
+
+        def receive(sub: zmq.Socket) -> int | None:  # type: ignore[type-arg]
+            if not sub.poll(2000):
+                return None
+            return int(sub.recv_multipart()[1])
+
+        sent = 0
+        while send(sent):  # until the stuck one's queue is full
+            assert receive(reading) == sent
+            sent += 1
+            assert sent < 10_000
+        assert send_past_full(xpub, [b"t", str(sent).encode(), body])
+        assert receive(reading) == sent
+        left_at = sent
+        for n in range(sent + 1, sent + 200):  # NODROP again: the stuck one is skipped
+            assert send(n)
+            assert receive(reading) == n
+        got = [receive(stuck) for _ in range(left_at)]
+        assert got == list(range(left_at))  # what was queued before, in order
+        later = 200 + left_at
+        wait_until(lambda: send(later))  # room again: it is back
+        assert receive(reading) == later
+        assert receive(stuck) == later
+    finally:
+        for sock in (xpub, *subs):
+            sock.close(linger=0)
+        context.term()
 
 
 def test_laggard_timeout_is_a_publish_duration_of_one_second_by_default(tmp_path: Path) -> None:

@@ -85,14 +85,24 @@ class Laggards:
         )
 
 
-def send_past_full(sock: zmq.Socket, frames: Sequence[Any]) -> None:  # type: ignore[type-arg]
-    """Send one message to every collector with room, skipping those whose queue is full.
+def send_past_full(sock: zmq.Socket, frames: Sequence[Any]) -> bool:  # type: ignore[type-arg]
+    """Send one message to every collector with room, skipping those whose queue is full;
+    whether some were skipped.
 
     Only called after a refused NODROP send, which sent no part of it, so no
-    collector gets a torn message.
+    collector gets a torn message. Reading ZMQ_EVENTS first makes libzmq take
+    in the "room again" notices of the queues that drained, so that only the
+    full ones are skipped.
     """
+    sock.getsockopt(zmq.EVENTS)
+    try:
+        sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        return False
+    except zmq.Again:
+        pass
     sock.setsockopt(zmq.XPUB_NODROP, 0)
     try:
         sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
     finally:
         sock.setsockopt(zmq.XPUB_NODROP, 1)
+    return True

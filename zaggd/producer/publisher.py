@@ -218,8 +218,8 @@ class PublisherThread(Worker):
             now = time.monotonic()
             self.laggards.held(now - refused_at)
             if behind:
-                send_past_full(sock, frames)
-                self.laggards.left_behind(now - refused_at, frames[0], now)
+                if send_past_full(sock, frames):
+                    self.laggards.left_behind(now - refused_at, frames[0], now)
                 return True
         return sent
 
