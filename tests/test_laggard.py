@@ -11,7 +11,6 @@ the test stopping and continuing it in a duty cycle.
 from __future__ import annotations
 
 import bisect
-import errno
 import os
 import shutil
 import signal
@@ -25,15 +24,16 @@ from typing import Any
 import pytest
 import zmq
 
-from tests.collector.test_disk_full import tmpfs
 from tests.helpers import (
     Daemon,
     NetNamespaces,
     collector_config,
+    fill_up,
     free_port,
     numbered_lines,
     producer_config,
     stop_all,
+    tmpfs,
     wait_until,
 )
 from zaggd import config, wire
@@ -341,18 +341,6 @@ def test_frozen_collector_on_another_topic_does_not_stall_a_bound_collector(
         stop_all(producer, *collectors)
 
 
-def fill(path: Path) -> None:
-    """Write `path` until its filesystem is full."""
-    chunk = b"\0" * 65536
-    with open(path, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(chunk)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
-                raise
-
-
 def is_still(value: Callable[[], int], for_s: float = 1.0) -> bool:
     """Whether a positive `value()` stays the same for `for_s`."""
     before = value()
@@ -392,8 +380,7 @@ def test_collector_on_a_full_disk_is_left_behind_and_catches_up(tmp_path: Path) 
             full.start()
             writer.start()
             wait_until(lambda: all(size_of(p) >= 100_000 for p in outputs), timeout_s=30)
-            filler = small / "filler"
-            fill(filler)
+            filler = fill_up(small)
             wait_until(lambda: "disk full" in full.output(), timeout_s=30)
             time.sleep(12.0)
             trace = [(time.monotonic(), size_of(outputs[0]))]
