@@ -223,7 +223,11 @@ def test_laggard_timeout_is_a_publish_duration_of_one_second_by_default(tmp_path
     )
 
 
-def test_frozen_collector_among_three_does_not_stall_the_others(tmp_path: Path) -> None:
+def binding_producer(
+    tmp_path: Path, node: str, prefix: list[str] | None = None, **publish: str
+) -> tuple[Daemon, Path, dict[str, object], int]:
+    """A producer tailing tmp_path/logs/*.log (topic app), binding on 127.0.0.1: the
+    daemon, its log folder, the subscribe section of its collectors, its replay port."""
     logs = tmp_path / "logs"
     logs.mkdir()
     port, replay = free_port(), free_port()
@@ -231,20 +235,21 @@ def test_frozen_collector_among_three_does_not_stall_the_others(tmp_path: Path) 
         "producer",
         producer_config(
             tmp_path,
-            "web-01",
+            node,
             [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
-            {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"},
+            {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}", **publish},
         ),
         tmp_path,
+        prefix=prefix,
     )
+    return producer, logs, {"connect": [f"tcp://127.0.0.1:{port}"]}, replay
+
+
+def test_frozen_collector_among_three_does_not_stall_the_others(tmp_path: Path) -> None:
+    producer, logs, subscribe, _ = binding_producer(tmp_path, "web-01")
     names = ["c1", "c2", "c3"]
     collectors = [
-        Daemon(
-            "collector",
-            collector_config(tmp_path, n, {"connect": [f"tcp://127.0.0.1:{port}"]}),
-            tmp_path,
-        )
-        for n in names
+        Daemon("collector", collector_config(tmp_path, n, subscribe), tmp_path) for n in names
     ]
     outputs = [tmp_path / f"out-{n}" / "app" / "web-01-app.log" for n in names]
     source = logs / "app.log"
@@ -350,20 +355,7 @@ def is_still(value: Callable[[], int], for_s: float = 1.0) -> bool:
 
 def test_collector_on_a_full_disk_is_left_behind_and_catches_up(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "small", "size=32m,mode=0755") as small:
-        logs = tmp_path / "logs"
-        logs.mkdir()
-        port, replay = free_port(), free_port()
-        producer = Daemon(
-            "producer",
-            producer_config(
-                tmp_path,
-                "web-03",
-                [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
-                {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"},
-            ),
-            tmp_path,
-        )
-        subscribe = {"connect": [f"tcp://127.0.0.1:{port}"]}
+        producer, logs, subscribe, _ = binding_producer(tmp_path, "web-03")
         healthy = Daemon("collector", collector_config(tmp_path, "c1", subscribe), tmp_path)
         full = Daemon(
             "collector",
@@ -403,26 +395,10 @@ def test_replays_to_a_collector_that_stopped_reading_do_not_hold_the_others(
 ) -> None:
     """A client asks for a large range and never reads the answer (what a stopped
     collector does): a collector that then needs a replay gets it at once."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    port, replay = free_port(), free_port()
-    producer = Daemon(
-        "producer",
-        producer_config(
-            tmp_path,
-            "web-04",
-            [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
-            {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"},
-        ),
-        tmp_path,
-    )
+    producer, logs, subscribe, replay = binding_producer(tmp_path, "web-04")
     source = logs / "app.log"
     source.write_bytes(b"".join(numbered_lines("r", 0, 400_000)))  # 40 MB, sent to no one
-    collector = Daemon(
-        "collector",
-        collector_config(tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{port}"]}),
-        tmp_path,
-    )
+    collector = Daemon("collector", collector_config(tmp_path, "c1", subscribe), tmp_path)
     context = zmq.Context()
     stuck = context.socket(zmq.DEALER)
     stuck.setsockopt(zmq.RCVHWM, 1)
@@ -478,27 +454,12 @@ def test_lone_slow_collector_paces_its_producer_without_rereading(tmp_path: Path
         )
         if shaped.returncode != 0:
             pytest.skip(f"cannot shape the loopback here: {shaped.stderr.strip()}")
-        logs = tmp_path / "logs"
-        logs.mkdir()
-        port, replay = free_port(), free_port()
-        producer = Daemon(
-            "producer",
-            producer_config(
-                tmp_path,
-                "web-05",
-                [{"name": "app", "topic": "app", "paths": [str(logs / "*.log")]}],
-                {
-                    "bind": [f"tcp://127.0.0.1:{port}"],
-                    "replay": f"tcp://127.0.0.1:{replay}",
-                    "laggard_timeout": "300ms",
-                },
-            ),
-            tmp_path,
-            prefix=nets.prefix(ns),
+        producer, logs, subscribe, _ = binding_producer(
+            tmp_path, "web-05", nets.prefix(ns), laggard_timeout="300ms"
         )
         collector = Daemon(
             "collector",
-            collector_config(tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{port}"]}),
+            collector_config(tmp_path, "c1", subscribe),
             tmp_path,
             prefix=nets.prefix(ns),
         )
