@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO
-from zaggd import config, configfile
+from zaggd import config
+from zaggd.config import yamlfile
 from zaggd.errors import ConfigError
 
 # Far more than zaggd needs to refuse a bad file, far less than a bomb takes.
@@ -99,7 +100,7 @@ def test_yaml_bomb_is_refused_fast_in_one_line(tmp_path: Path, text: str, comman
     assert len(text) < 1000  # the whole attack fits in a small file
     args = ["check-config", str(path)] if command == "check-config" else [command, "-c", str(path)]
     result, cpu_s = run_bounded(args)
-    assert_refused(result, path, f"more than {configfile.MAX_YAML_NODES} values")
+    assert_refused(result, path, f"more than {yamlfile.MAX_YAML_NODES} values")
     assert cpu_s < MAX_CPU_S
 
 
@@ -113,7 +114,7 @@ def test_many_plain_values_are_refused_before_they_are_all_parsed(tmp_path: Path
         config.load(str(path))
     elapsed_s = time.monotonic() - started
     assert str(caught.value) == (
-        f"{path}: more than {configfile.MAX_YAML_NODES} values (YAML nodes, aliases expanded): "
+        f"{path}: more than {yamlfile.MAX_YAML_NODES} values (YAML nodes, aliases expanded): "
         "too many for a config file"
     )
     assert elapsed_s < 10  # a full parse takes about 15 s here

@@ -1,6 +1,6 @@
 """Reading a config file into YAML nodes, with bounded work whatever the file holds.
 
-What this module promises, to config.py and to `zaggd check-config`:
+What this module promises, to the config readers and to `zaggd check-config`:
 
 - Only a regular file is read. A FIFO, a folder, a device or a socket is
   refused without reading it (a FIFO would block the reader forever, a
@@ -26,7 +26,7 @@ from typing import NoReturn
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
-from zaggd.errors import ConfigError
+from zaggd.config.messages import fail_file
 
 MAX_FILE_BYTES = 1 << 20
 # Values (scalars, lists, mappings; keys included) in a config, aliases expanded.
@@ -41,18 +41,6 @@ _KINDS = (
     (stat.S_ISBLK, "a block device"),
     (stat.S_ISSOCK, "a socket"),
 )
-
-
-def one_line(text: str) -> str:
-    """`text` with control characters escaped, so a message stays on one line."""
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
-
-
-def fail_file(path: str, line: int | None, problem: str) -> NoReturn:
-    where = path if line is None else f"{path}:{line}"
-    raise ConfigError(one_line(f"{where}: {problem}"))
 
 
 def special_kind(mode: int) -> str | None:
