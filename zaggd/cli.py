@@ -1,4 +1,4 @@
-"""The zaggd command: producer, collector, check-config, status, verify, keygen.
+"""The zaggd command: producer, collector, check-config, config-schema, status, verify, keygen.
 
 A user error is printed as one line, `zaggd: <what and where>`, never a
 traceback. The exit is 78 (EX_CONFIG) when a daemon's or check-config's config
@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p = sub.add_parser("check-config", help="validate a producer or collector config")
     p.add_argument("file")
+    p = sub.add_parser(
+        "config-schema", help="print the JSON Schema of a producer or collector config, for editors"
+    )
+    p.add_argument("daemon", choices=("producer", "collector"))
+    p.add_argument("--markdown", action="store_true", help="print the table of keys instead")
     p = sub.add_parser("status", help="a running daemon's counters and streams")
     p.add_argument(
         "-c", "--config", metavar="FILE", help="the daemon's config (finds its state_dir)"
@@ -100,6 +105,14 @@ def dispatch(args: argparse.Namespace) -> int:
         check_config_keys(cfg)
         kind = "producer" if isinstance(cfg, config_mod.ProducerConfig) else "collector"
         print(f"{args.file}: valid {kind} config")
+        return 0
+    if args.command == "config-schema":
+        from zaggd.config import documents
+
+        markdown = args.markdown
+        sys.stdout.write(
+            documents.markdown_table(args.daemon) if markdown else documents.json_text(args.daemon)
+        )
         return 0
     if args.command == "producer":
         pcfg = config_mod.load_producer(args.config)

@@ -13,6 +13,7 @@ from tests.system.conftest import UNITS, run_host
 pytestmark = pytest.mark.system
 
 CONFIGS = ("/etc/zaggd/producer.yaml", "/etc/zaggd/collector.yaml")
+SCHEMAS = ("/usr/share/zaggd/schema/producer.json", "/usr/share/zaggd/schema/collector.json")
 DEPENDS = ("python3-zmq", "python3-watchdog", "python3-yaml", "python3-sdnotify", "procps")
 MAX_EXPOSURE = 2.0
 
@@ -25,8 +26,8 @@ def deb_paths(deb: Path) -> set[str]:
 
 
 def shipped_files(paths: set[str]) -> set[str]:
-    """The paths both packages must have: binary, configs, units (by name)."""
-    wanted = {"/usr/bin/zaggd", *CONFIGS}
+    """The paths both packages must have: binary, configs, schemas, units (by name)."""
+    wanted = {"/usr/bin/zaggd", *CONFIGS, *SCHEMAS}
     units = {Path(p).name for p in paths if re.search(r"/systemd/system/zaggd-[^/]+\.service$", p)}
     return {p for p in paths if p in wanted} | {f"unit:{u}" for u in units}
 
@@ -47,7 +48,7 @@ def test_deb_installs_binary_units_and_configs(deb: Path) -> None:
     paths = deb_paths(deb)
     for unit in UNITS:
         assert f"/lib/systemd/system/{unit}" in paths
-    for path in ("/usr/bin/zaggd", *CONFIGS, "/usr/share/man/man1/zaggd.1.gz"):
+    for path in ("/usr/bin/zaggd", *CONFIGS, *SCHEMAS, "/usr/share/man/man1/zaggd.1.gz"):
         assert path in paths
 
 

@@ -124,7 +124,7 @@ SUBSCRIBE = Section(
         Key(
             "curve",
             CURVE,
-            "CurveZMQ encryption and authentication; see [docs/security.md](docs/security.md)",
+            "CurveZMQ encryption and authentication, off when absent; see [docs/security.md](docs/security.md)",
         ),
         Key(
             "pgm",

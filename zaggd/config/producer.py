@@ -143,7 +143,7 @@ PUBLISH = Section(
         Key(
             "curve",
             CURVE,
-            "CurveZMQ encryption and authentication; see [docs/security.md](docs/security.md)",
+            "CurveZMQ encryption and authentication, off when absent; see [docs/security.md](docs/security.md)",
         ),
         Key(
             "pgm",

@@ -16,6 +16,7 @@ public key file per endpoint) is said by each section's `build`, in code.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NoReturn
@@ -97,8 +98,6 @@ class Section(ValueType):
         schema: dict[str, Any] = {
             "type": "object",
             "properties": properties,
-            # YAML merge keys, which zaggd takes and editors may show as keys.
-            "patternProperties": {"^<<$": {}},
             "additionalProperties": False,
         }
         required = [key.name for key in self.keys if key.required]
@@ -118,8 +117,12 @@ class Section(ValueType):
         return ".", self
 
 
+_LINK_RE = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+
+
 def key_json(key: Key) -> dict[str, Any]:
-    schema = {**key.type.json(), "description": key.meaning}
+    # Editors show descriptions as plain text: a Markdown link keeps only its text.
+    schema = {**key.type.json(), "description": _LINK_RE.sub(r"\1", key.meaning)}
     shown = key.shown_default()
     if shown is not None:
         schema["default"] = shown

@@ -89,12 +89,13 @@ def _split_number_unit(text: str) -> tuple[str, str] | None:
 
 
 def show_size(size: int) -> str:
-    """A size as a config would write it: 262144 -> 256KiB."""
+    """A size as a config would write it, shortest first: 262144 -> 256KiB, 10**15 -> 1000TB."""
+    shown = []
     for name in ("TiB", "GiB", "MiB", "KiB", "TB", "GB", "MB", "KB"):
         unit = SIZE_UNITS[name.lower()]
         if size >= unit and size % unit == 0:
-            return f"{size // unit}{name}"
-    return str(size)
+            shown.append(f"{size // unit}{name}")
+    return min([*shown, str(size)], key=len)  # a unit wins a tie
 
 
 def show_duration(seconds: float) -> str:

@@ -41,7 +41,7 @@ def range_json(lo: float, hi: float) -> dict[str, Any]:
 
 
 def range_words(lo: float, hi: float, show: Callable[[Any], str]) -> str:
-    return f"over 0 up to {show(hi)}" if lo == 0 else f"{show(lo)} to {show(hi)}"
+    return f"more than 0, at most {show(hi)}" if lo == 0 else f"{show(lo)} to {show(hi)}"
 
 
 @dataclass(frozen=True, slots=True)
