@@ -14,18 +14,17 @@ from zaggd.config.model import (
     FsyncPolicy,
     OutputConfig,
     OutputFormat,
-    PgmConfig,
     RotateConfig,
     StartAt,
     SubscribeConfig,
 )
 from zaggd.config.network import (
-    CURVE,
-    PGM,
+    CURVE_KEY,
+    PGM_KEY,
     EndpointList,
     Endpoints,
     check_no_clash,
-    connect_endpoints,
+    direction,
     finish_curve,
     urls,
 )
@@ -33,7 +32,7 @@ from zaggd.config.nodes import Val, text
 from zaggd.config.schema import Key, Section, Values, ValueType
 from zaggd.config.units import DAY_S
 from zaggd.config.values import (
-    LOG_LEVEL,
+    LOG_LEVEL_KEY,
     MAX_INT32,
     Choice,
     Duration,
@@ -50,7 +49,7 @@ _HUGE_SIZE = 1000**5
 
 
 def _build_subscribe(values: Values) -> SubscribeConfig:
-    binds, endpoints = connect_endpoints(values)
+    binds, endpoints = direction(values)
     fields = values.fields()
     fields.update(
         bind=urls(endpoints) if binds else (),
@@ -121,17 +120,8 @@ SUBSCRIBE = Section(
             "bound on streams per producer, against runaway or hostile peers",
             default=100000,
         ),
-        Key(
-            "curve",
-            CURVE,
-            "CurveZMQ encryption and authentication, off when absent; see [docs/security.md](docs/security.md)",
-        ),
-        Key(
-            "pgm",
-            PGM,
-            "multicast settings; see [docs/multicast.md](docs/multicast.md)",
-            default=PgmConfig(),
-        ),
+        CURVE_KEY,
+        PGM_KEY,
     ),
     build=_build_subscribe,
     one_of=("bind", "connect"),
@@ -251,7 +241,7 @@ COLLECTOR = Section(
             "checkpoint and control socket",
             default="/var/lib/zaggd/collector",
         ),
-        Key("log_level", LOG_LEVEL, "least severe messages logged", default="info"),
+        LOG_LEVEL_KEY,
         Key(
             "subscribe", SUBSCRIBE, "producers to take blocks from, and which topics", required=True
         ),

@@ -98,7 +98,7 @@ class Advertise(ValueType):
         return "endpoint (`tcp://`, `ipc://`)"
 
 
-def connect_endpoints(values: Values) -> tuple[bool, Endpoints]:
+def direction(values: Values) -> tuple[bool, Endpoints]:
     """(binds, endpoints) from whichever of bind and connect was given."""
     if values.has("bind"):
         return True, values.values["bind"]
@@ -172,6 +172,12 @@ CURVE = Section(
     )
 )
 
+CURVE_KEY = Key(
+    "curve",
+    CURVE,
+    "CurveZMQ encryption and authentication, off when absent; see [docs/security.md](docs/security.md)",
+)
+
 _CURVE_MULTICAST = (
     "CURVE cannot protect multicast (epgm/pgm) traffic; "
     "use tcp:// endpoints with curve, or remove curve"
@@ -217,4 +223,11 @@ PGM = Section(
         Key("hops", Integer(1, 255), "how many router hops packets may cross", default=1),
     ),
     build=lambda values: PgmConfig(**values.fields()),
+)
+
+PGM_KEY = Key(
+    "pgm",
+    PGM,
+    "multicast settings; see [docs/multicast.md](docs/multicast.md)",
+    default=PgmConfig(),
 )

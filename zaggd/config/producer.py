@@ -10,20 +10,19 @@ from typing import Any
 from zaggd.config.messages import quote
 from zaggd.config.model import (
     LongLinePolicy,
-    PgmConfig,
     ProducerConfig,
     PublishConfig,
     Source,
     StartAt,
 )
 from zaggd.config.network import (
-    CURVE,
-    PGM,
+    CURVE_KEY,
+    PGM_KEY,
     Advertise,
     EndpointList,
     Endpoints,
     check_no_clash,
-    connect_endpoints,
+    direction,
     finish_curve,
     urls,
 )
@@ -31,7 +30,7 @@ from zaggd.config.nodes import Val, items
 from zaggd.config.schema import Key, Section, Values, ValueType
 from zaggd.config.units import DAY_S, KIB, MIB
 from zaggd.config.values import (
-    LOG_LEVEL,
+    LOG_LEVEL_KEY,
     MAX_INT32,
     Choice,
     Duration,
@@ -50,18 +49,16 @@ DEFAULT_EXCLUDE = ("*.gz", "*.xz", "*.zst", "*.bz2")
 
 
 def _build_publish(values: Values) -> PublishConfig:
-    binds, endpoints = connect_endpoints(values)
-    return PublishConfig(
+    binds, endpoints = direction(values)
+    fields = values.fields()
+    fields.update(
         bind=urls(endpoints) if binds else (),
         connect=() if binds else urls(endpoints),
         replay=_publish_replay(values, binds, endpoints),
         advertise=_publish_advertise(values, binds),
-        heartbeat_interval_s=values.get("heartbeat_interval"),
-        send_hwm=values.get("send_hwm"),
         curve=finish_curve(values, binds, endpoints),
-        pgm=values.get("pgm"),
-        laggard_timeout_s=values.get("laggard_timeout"),
     )
+    return PublishConfig(**fields)
 
 
 def _publish_replay(values: Values, binds: bool, endpoints: Endpoints) -> tuple[str, ...]:
@@ -123,7 +120,7 @@ PUBLISH = Section(
         Key(
             "advertise",
             Advertise(),
-            "the replay endpoint heartbeats tell collectors to ask (publish.bind only)",
+            "where heartbeats tell collectors to ask for replays (publish.bind only)",
             shown="replay endpoint, host name for `*`",
         ),
         Key("heartbeat_interval", Duration(0, 3600), "heartbeat period", default=1.0),
@@ -140,17 +137,8 @@ PUBLISH = Section(
             "then repairs from the files ([docs/laggards.md](docs/laggards.md))",
             default=1.0,
         ),
-        Key(
-            "curve",
-            CURVE,
-            "CurveZMQ encryption and authentication, off when absent; see [docs/security.md](docs/security.md)",
-        ),
-        Key(
-            "pgm",
-            PGM,
-            "multicast settings; see [docs/multicast.md](docs/multicast.md)",
-            default=PgmConfig(),
-        ),
+        CURVE_KEY,
+        PGM_KEY,
     ),
     build=_build_publish,
     one_of=("bind", "connect"),
@@ -282,7 +270,7 @@ PRODUCER = Section(
             "offset store, instance id, control socket",
             default="/var/lib/zaggd/producer",
         ),
-        Key("log_level", LOG_LEVEL, "least severe messages logged", default="info"),
+        LOG_LEVEL_KEY,
         Key(
             "rescan_interval",
             Duration(0, DAY_S),

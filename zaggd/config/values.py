@@ -16,7 +16,7 @@ from fractions import Fraction
 from typing import Any, ClassVar
 
 from zaggd.config.nodes import FLOAT, INT, STR, Val, expected, items, number, scalar_tag, text
-from zaggd.config.schema import ValueType
+from zaggd.config.schema import Key, ValueType
 from zaggd.config.units import parse_duration, parse_size, show_duration, show_size
 
 _NUMBER = r"^\s*(\d+(\.\d+)?|\.\d+)\s*"
@@ -166,7 +166,12 @@ class Choice(ValueType):
         return value.value if isinstance(value, Enum) else value
 
 
-LOG_LEVEL = Choice(("debug", "info", "warning", "error"))
+LOG_LEVEL_KEY = Key(
+    "log_level",
+    Choice(("debug", "info", "warning", "error")),
+    "least severe messages logged",
+    default="info",
+)
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 _NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
