@@ -548,9 +548,9 @@ class Rotation:
             shown(path),
             shown(os.path.basename(base)),
         )
-        if path in files:
-            # The checkpoint's size was the old file's; its successor had no checkpointed byte.
-            files[path] = {**files[path], "size": 0, "lines": 0, "ranges": {}}
+        # The checkpoint's size, if it names the file at all, was the old file's: its
+        # successor had no checkpointed byte, whatever reached it is cut and replayed.
+        files[path] = {**files.get(path, {}), "size": 0, "lines": 0, "ranges": {}}
         self._live[path] = LiveFile(float(intent["cut_at"]))
         stamp = parse_rotated(os.path.basename(base))
         if stamp is not None:
