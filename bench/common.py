@@ -72,15 +72,21 @@ def pair(
     return Daemon("producer", pcfg, folder), Daemon("collector", ccfg, folder)
 
 
+def is_bookkeeping(name: str) -> bool:
+    """A collector's own file beside its output: the folder marker, a live index."""
+    return name == ".zaggd-output" or name.endswith(".index.json")
+
+
+def output_files(folder: Path) -> list[Path]:
+    """The output files under `folder`, without the collector's bookkeeping."""
+    return [p for p in folder.rglob("*") if p.is_file() and not is_bookkeeping(p.name)]
+
+
 def wait_output_bytes(folder: Path, total: int, timeout_s: float = 600.0) -> float:
     """Wait until the files under `folder` hold `total` bytes; returns the monotonic time then."""
     deadline = time.monotonic() + timeout_s
     while True:
-        size = (
-            sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-            if folder.exists()
-            else 0
-        )
+        size = sum(p.stat().st_size for p in output_files(folder)) if folder.exists() else 0
         if size >= total:
             return time.monotonic()
         if time.monotonic() > deadline:
@@ -93,12 +99,9 @@ def wait_output_lines(folder: Path, total: int, timeout_s: float = 600.0) -> flo
     while True:
         lines = 0
         if folder.exists():
-            for p in folder.rglob("*"):
-                if p.is_file():
-                    with open(p, "rb") as f:
-                        lines += sum(
-                            chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")
-                        )
+            for p in output_files(folder):
+                with open(p, "rb") as f:
+                    lines += sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
         if lines >= total:
             return time.monotonic()
         if time.monotonic() > deadline:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import cpu_seconds, drop_backlog, pair, peak_rss_mb, wait_written
+from common import cpu_seconds, drop_backlog, output_files, pair, peak_rss_mb, wait_written
 
 from zaggd.collector.manifest import parse_rotated
 
@@ -102,7 +102,7 @@ def output_matches(folder: Path, files: list[Path]) -> bool:
     """Archives in name order, then the live file: every input line once (order per file)."""
     got = 0
     per_file: dict[bytes, int] = {}
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in output_files(folder))
     for name in [n for n in names if parse_rotated(n) is not None] + [
         n for n in names if parse_rotated(n) is None
     ]:
@@ -156,10 +156,10 @@ def run(
             "producer_cpu_s": cpu_seconds(producer.pid) - cpu0[0],
             "collector_cpu_s": cpu_seconds(collector.pid) - cpu0[1],
             "collector_rss_mb": peak_rss_mb(collector.pid),
-            "files": len(list(folder.iterdir())),
+            "files": len(output_files(folder)),
         }
         if rotate:
-            stored = sum(p.stat().st_size for p in folder.iterdir())
+            stored = sum(p.stat().st_size for p in output_files(folder))
             result["stored_mb"] = stored / 1e6
             result["exact"] = float(output_matches(folder, files))
         return result

@@ -388,8 +388,9 @@ def zaggd_verify(folder: Path) -> subprocess.CompletedProcess[str]:
 
 
 def is_zaggd_own(name: str) -> bool:
-    """zaggd's own files among the output (its lock, its folder marker): no lines of it."""
-    return name.startswith(".zaggd-")
+    """zaggd's own files among the output (its lock, its folder marker, a live index):
+    no lines of it."""
+    return name.startswith(".zaggd-") or name.endswith(".index.json")
 
 
 def read_output_lines(folder: Path) -> list[bytes]:
@@ -403,6 +404,11 @@ def read_output_lines(folder: Path) -> list[bytes]:
         return lines
 
     return settled(read)
+
+
+def output_names(folder: Path) -> list[str]:
+    """The names of the output files in `folder`, without the collector's bookkeeping."""
+    return sorted(p.name for p in folder.iterdir() if not is_zaggd_own(p.name))
 
 
 def stop_all(*daemons: Daemon) -> None:
@@ -431,6 +437,7 @@ class OutputHarness:
         template: str = "out/{topic}/{node}.log",
     ) -> None:
         from zaggd.collector.checkpoint import Checkpoint
+        from zaggd.collector.liveindex import Indexer
         from zaggd.collector.rotation import Rotation
         from zaggd.collector.writer import Writer
         from zaggd.config import OutputConfig
@@ -447,9 +454,17 @@ class OutputHarness:
         self.now = 0.0
         self.rotation = Rotation(self.output, self.writer, self.counters, start_worker=start_worker)
         self.rotation.checkpoint = self.save
+        self.indexer = Indexer()
         self.restored: Any = None
+        self.recovered: Any = None
 
     def save(self) -> None:
+        """The checkpoint, then the live indexes, as the checkpoint thread does."""
+        self.save_checkpoint()
+        self.save_indexes()
+        self.rotation.after_checkpoint(self.now)
+
+    def save_checkpoint(self) -> None:
         from zaggd.collector.checkpoint import CheckpointState
         from zaggd.collector.writer import describe_files
 
@@ -461,7 +476,9 @@ class OutputHarness:
             rotations=self.rotation.intents(),
         )
         self.checkpoint.save(state)
-        self.rotation.after_checkpoint(self.now)
+
+    def save_indexes(self) -> None:
+        self.indexer.write(self.writer.index_jobs(self.rotation.previous_of), complete=True)
 
     def write(self, lines: list[bytes], now: float, node: str = "n1", stream: str = "s1") -> str:
         """Append one block of `lines` from `node/stream`; the live path it went to."""
@@ -483,18 +500,25 @@ class OutputHarness:
         return path
 
     def restart(self, start_worker: bool = False) -> OutputHarness:
-        """A new process's view after kill -9: load the checkpoint, recover, cut files back."""
-        from zaggd.collector.daemon import recover_files
+        """A new process's view after kill -9: load the checkpoint (if any), recover, cut
+        files back; the offsets are the checkpoint's, or what the output folder says."""
+        from zaggd.collector.daemon import recover
+        from zaggd.collector.damage import rewind
 
         self.rotation.stop()
-        self.writer.close_all()  # what the OS had; recover_files cuts it back
-        new = OutputHarness(self.folder, self.output.rotate, start_worker, self.template)
+        self.writer.close_all()  # what the OS had; recovery cuts it back
+        new = OutputHarness(self.folder, self.output.rotate, False, self.template)
         restored = new.checkpoint.load()
-        assert restored is not None
-        new.rotation.recover(restored)
-        recover_files(restored)
-        new.offsets = {key: int(value[0]) for key, value in restored.streams.items()}
-        new.restored = restored
+        recovered = recover(new.writer, restored, new.rotation)
+        if restored is not None:
+            new.offsets = {key: int(value[0]) for key, value in restored.streams.items()}
+        for key, end in recovered.floors.items():
+            new.offsets.setdefault(key, end)
+        for damage in recovered.damaged:
+            rewind(damage.ranges, {}, new.offsets)
+        if start_worker:
+            new.rotation.start_worker()
+        new.restored, new.recovered = restored, recovered
         return new
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ from tests.helpers import (
     collector_config,
     free_port,
     numbered_lines,
+    output_names,
     producer_config,
     read_output_lines,
     stop_all,
@@ -562,7 +563,7 @@ def test_allowed_producer_lines_arrive_and_an_unknown_key_is_refused(tmp_path: P
         )
         time.sleep(security.HANDSHAKE_TIMEOUT_MS / 1000 + 1)  # the rogue knocks again, quietly
         assert read_output_lines(out) == want
-        assert [p.name for p in (out / "app").iterdir()] == ["web-01-app.log"]
+        assert output_names(out / "app") == ["web-01-app.log"]
         assert count_in(collector, "client refused: public key") == 1
         assert collector.status()["counters"]["messages_dropped"] == 0
     finally:
@@ -611,7 +612,7 @@ def test_producer_claiming_another_nodes_id_is_rejected_and_counted(tmp_path: Pa
         wait_until(lambda: collector.status()["counters"].get("node_key_mismatches", 0) > 0, 15)
         time.sleep(0.5)
         assert read_output_lines(out) == want
-        assert [p.name for p in (out / "app").iterdir()] == ["web-02-app.log"]
+        assert output_names(out / "app") == ["web-02-app.log"]
         counters = collector.status()["counters"]
         assert counters["messages_dropped"] >= counters["node_key_mismatches"] > 0
         assert "web-01" not in {row["node"] for row in collector.status().get("streams_detail", [])}
@@ -854,7 +855,7 @@ def test_a_connecting_collector_binds_each_producer_to_its_pinned_key(tmp_path: 
         wait_until(lambda: collector.status()["counters"].get("node_key_mismatches", 0) > 0, 15)
         time.sleep(1.0)  # heartbeats, data and any replays from the impostor: all refused
         assert read_output_lines(out) == want
-        assert [p.name for p in (out / "app").iterdir()] == ["web-02-app.log"]
+        assert output_names(out / "app") == ["web-02-app.log"]
         assert (
             count_in(
                 collector,

@@ -231,9 +231,10 @@ PRODUCER_ASIDE = (
     "or only from its end (start_at: end), which skips lines not yet sent"
 )
 COLLECTOR_ASIDE = (
-    "moving it aside makes every stream new to this collector: it asks its producers "
-    "again for all they still have (subscribe.start_at: beginning) and writes it a second "
-    "time, or takes only new lines (start_at: end), skipping those it had not yet got"
+    "moving it aside costs no line written twice: the collector rebuilds its state from "
+    "the output folder (archive manifests and live indexes), cuts each live file back to "
+    "its index and asks its producers again only for what came after (and for all they "
+    "still have of a stream whose every archive retention removed)"
 )
 
 

@@ -29,6 +29,7 @@ from tests.helpers import (
     OutputHarness,
     append_lines,
     numbered_lines,
+    output_names,
     rotated_output,
     stop_all,
     tailing_pair,
@@ -423,7 +424,7 @@ def test_retention_with_gzip_removes_archive_and_manifest(tmp_path: Path) -> Non
         make_archives(h, 3)
         seal_all(h)
         folder = tmp_path / "out" / "t"
-        assert sorted(p.name for p in folder.iterdir()) == [
+        assert output_names(folder) == [
             "n1.log",
             stamp_name("n1.log", T0 + 300) + ".gz",
             stamp_name("n1.log", T0 + 300) + ".manifest.json",
@@ -514,7 +515,7 @@ def test_kill_mid_compression_leaves_no_archive_under_its_final_name(tmp_path: P
     h = h.restart(start_worker=True)
     try:
         wait_until(lambda: h.rotation.pending() == 0, timeout_s=10)
-        assert sorted(p.name for p in folder.iterdir()) == [
+        assert output_names(folder) == [
             "n1.log",
             base + ".gz",
             base + ".manifest.json",

@@ -5,11 +5,18 @@ up to the sizes it records, so the two always agree. On start the collector
 truncates each file back to its recorded size and asks for replays from the
 recorded offsets: whatever was written after the last checkpoint is written
 again, exactly once. Rotation records its intent here before it renames.
+
+Right after each checkpoint, the live index beside each output file is
+brought up to the same sizes (liveindex.py): the checkpoint is the commit
+point, an index may lag it but never lead it, and at a start with a
+checkpoint the checkpoint wins. A state folder or checkpoint removed while
+the collector runs is written again at the next checkpoint, with one warning.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import threading
@@ -18,7 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zaggd.collector.liveindex import Indexer, IndexJob
 from zaggd.errors import StateError
+from zaggd.logs import shown
 from zaggd.service import Worker
 from zaggd.statefile import (
     Damaged,
@@ -37,14 +46,17 @@ from zaggd.statefile import (
     write_in_state_dir,
 )
 
+log = logging.getLogger(__name__)
+
 KIND = "zaggd-collector-checkpoint"
 VERSION = 1
-# What an operator gives up by moving a damaged checkpoint aside (see SubscriberThread:
-# with no checkpoint every stream and node is new to the collector).
+# What an operator gives up by moving a damaged checkpoint aside (see recovery.py: the
+# output folder says where each stream stands).
 ASIDE_COST = (
-    "moving it aside makes every stream new to this collector: it asks its producers "
-    "again for all they still have (subscribe.start_at: beginning) and writes it a second "
-    "time, or takes only new lines (start_at: end), skipping those it had not yet got"
+    "moving it aside costs no line written twice: the collector rebuilds its state from "
+    "the output folder (archive manifests and live indexes), cuts each live file back to "
+    "its index and asks its producers again only for what came after (and for all they "
+    "still have of a stream whose every archive retention removed)"
 )
 
 
@@ -62,6 +74,7 @@ class Checkpoint:
     def __init__(self, state_dir: str, on_remade: Callable[[str], None] | None = None) -> None:
         self.path = os.path.join(state_dir, "checkpoint.json")
         self.on_remade = on_remade  # the state folder was removed and made again
+        self._saved_once = False
 
     def load(self) -> CheckpointState | None:
         """The checkpoint, None when there is none; StateError (one line) when damaged."""
@@ -78,7 +91,14 @@ class Checkpoint:
             "nodes": state.nodes,
             "rotations": state.rotations,
         }
+        folder = os.path.dirname(self.path)
+        if self._saved_once and os.path.isdir(folder) and not os.path.exists(self.path):
+            # Once per loss: the write below makes it again.
+            log.warning(
+                "checkpoint %s was removed while running; writing it again", shown(self.path)
+            )
         write_in_state_dir(self.path, encode_state(KIND, VERSION, body), self.on_remade)
+        self._saved_once = True
 
 
 def checked_state(state: dict[str, Any]) -> CheckpointState:
@@ -174,18 +194,30 @@ class Checkpointer(Worker):
         self.checkpoint = checkpoint
         self.error: OSError | None = None
         self._cond = threading.Condition()
+        self.indexer = Indexer()
         self._pending: CheckpointState | None = None
         self._fds: list[int] = []
+        self._jobs: list[IndexJob] = []
+        self._complete = False
         self._submitted = 0
         self._saved = 0
         self._failed = 0
 
-    def submit(self, state: CheckpointState, fds: list[int]) -> int:
-        """Queue a snapshot and the (duplicated) descriptors to fsync first; its number."""
+    def submit(
+        self,
+        state: CheckpointState,
+        fds: list[int],
+        jobs: list[IndexJob] | None = None,
+        complete: bool = False,
+    ) -> int:
+        """Queue a snapshot, the (duplicated) descriptors to fsync first and the live
+        indexes to write after; its number. `complete`: hash every index up to date."""
         with self._cond:
             self._submitted += 1
             self._pending = state
             self._fds += fds
+            self._jobs = list(jobs or [])
+            self._complete = self._complete or complete
             self._cond.notify_all()
             return self._submitted
 
@@ -203,10 +235,13 @@ class Checkpointer(Worker):
             if self._saved < seq and self.error is not None:
                 raise self.error
 
-    def save_now(self, state: CheckpointState, fds: list[int]) -> None:
+    def save_now(
+        self, state: CheckpointState, fds: list[int], jobs: list[IndexJob] | None = None
+    ) -> None:
         """fsync and save on the caller's thread: for when this thread is not running."""
         self._sync(fds)
         self.checkpoint.save(state)
+        self.indexer.write(jobs or [], complete=True)
 
     def work(self) -> None:
         while True:
@@ -218,10 +253,12 @@ class Checkpointer(Worker):
                     self._cond.wait(0.25)
                     continue
                 state, fds, seq = self._pending, self._fds, self._submitted
-                self._pending, self._fds = None, []
+                jobs, complete = self._jobs, self._complete
+                self._pending, self._fds, self._jobs, self._complete = None, [], [], False
             try:
                 self._sync(fds)
                 self.checkpoint.save(state)
+                self.indexer.write(jobs, complete)  # after: an index never leads the checkpoint
             except OSError as exc:
                 with self._cond:
                     self.error, self._failed = exc, seq

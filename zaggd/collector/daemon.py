@@ -1,9 +1,11 @@
 """Collector: recovers output files to the checkpoint, starts the subscriber and
 the control socket, and hands control to the service loop.
 
-Recovery comes first: each open output file is cut back to its checkpointed
-size (what was written after the checkpoint will be replayed), and any
-rotation that was under way is finished, before a single new byte is taken.
+Recovery comes first: any rotation that was under way is finished, and each
+live output file is cut back to its checkpointed size, or without a
+checkpoint to its live index (what was written after will be replayed),
+before a single new byte is taken (recovery.py). A final checkpoint that
+cannot be written makes the exit status non-zero.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
 
 import zmq
 
 from zaggd import config as config_mod
 from zaggd.collector.checkpoint import Checkpoint, CheckpointState
+from zaggd.collector.recovery import Recovered, recover_output
+from zaggd.collector.rotation import Rotation
 from zaggd.collector.subscriber import SubscriberThread
 from zaggd.collector.writer import Writer, output_root
 from zaggd.config import CollectorConfig
@@ -33,34 +36,17 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0
 
 
-def recover_files(state: CheckpointState) -> None:
-    """Cut each output file back to the size the checkpoint vouches for."""
-    for path, info in state.files.items():
-        size = int(info["size"])
-        try:
-            actual = os.stat(path).st_size
-        except FileNotFoundError:
-            if size:
-                log.warning(
-                    "output file missing since the last checkpoint: %s (%d bytes)",
-                    shown(path),
-                    size,
-                )
-            continue
-        if actual > size:
-            with open(path, "r+b") as fh:
-                fh.truncate(size)
-                os.fsync(fh.fileno())
-            log.info(
-                "output cut back to its checkpoint: %s %d -> %d bytes", shown(path), actual, size
-            )
-        elif actual < size:
-            log.warning(
-                "output shorter than its checkpoint (lost by the OS?): %s has %d of %d bytes",
-                shown(path),
-                actual,
-                size,
-            )
+def recover(
+    writer: Writer, restored: CheckpointState | None, rotation: Rotation | None
+) -> Recovered:
+    """Finish interrupted cuts, then cut the output back to what is vouched for."""
+    try:
+        if rotation is not None and restored is not None:
+            rotation.recover(restored)
+        return recover_output(writer, restored, rotation)
+    except OSError as exc:
+        where = shown(exc.filename or writer.root)
+        raise ZaggdError(f"{where}: cannot recover the output: {exc.strerror or exc}") from None
 
 
 class Collector:
@@ -72,7 +58,7 @@ class Collector:
         self.context: zmq.Context | None = None  # type: ignore[type-arg]
         self.subscriber: SubscriberThread | None = None
         self.control: ControlServer | None = None
-        self.rotation: Any = None
+        self.rotation: Rotation | None = None
         self.locks = Locks()
 
     def start(self) -> None:
@@ -98,18 +84,6 @@ class Collector:
             ", ".join(repr(t) for t in cfg.subscribe.topics),
             shown(cfg.output.path),
         )
-
-    def _make_rotation(
-        self, cfg: CollectorConfig, writer: Writer, restored: CheckpointState | None
-    ) -> Any:
-        try:
-            from zaggd.collector.rotation import Rotation
-        except ImportError:
-            return None
-        rotation = Rotation(cfg.output, writer, self.counters, on_crash=self.service.crash)
-        if restored is not None:
-            rotation.recover(restored)
-        return rotation
 
     def workers(self) -> list[Worker]:
         workers: list[Worker] = [w for w in (self.subscriber, self.control) if w is not None]
@@ -225,9 +199,11 @@ class Collector:
         writer = Writer(cfg.output)
         checkpoint = Checkpoint(cfg.state_dir, self.locks.retake)
         restored = checkpoint.load()
-        self.rotation = self._make_rotation(cfg, writer, restored)
-        if restored is not None:
-            recover_files(restored)
+        self.rotation = Rotation(
+            cfg.output, writer, self.counters, on_crash=self.service.crash, start_worker=False
+        )
+        recovered = recover(writer, restored, self.rotation)
+        self.rotation.start_worker()
         self.subscriber = SubscriberThread(
             self.context,
             cfg,
@@ -237,6 +213,7 @@ class Collector:
             writer,
             self.service.crash,
             self.rotation,
+            recovered,
         )
         self.subscriber.start()
         if not self.subscriber.started.wait(START_TIMEOUT_S):

@@ -18,6 +18,12 @@ What it promises:
   until the worker has written the manifest and, for gzip, the archive.
   `kill -9` at any point thus loses or doubles no line, and leaves no
   half-written archive under a final name.
+- The live index goes with the cut (liveindex.py): right after the rename,
+  `<base>.index.json` describes the rotated file (its ranges are on disk
+  before its manifest is), then the live path's index starts empty, naming
+  the cut as `previous`; only then is the successor opened. The seal removes
+  `<base>.index.json` once the manifest and archive are whole. The intent's
+  checkpoint hashes the live index fully, so the index handed over is exact.
 - Sealing runs on its own thread at nice 19, off the write path: gzip (level
   3: one thread keeps up with about 65 MB/s of log lines) to `<base>.gz.tmp`,
   fsync, manifest, rename to `<base>.gz`, and only then remove the plain file. An error (disk full) removes the temporary file and
@@ -49,6 +55,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zaggd.collector.liveindex import (
+    INDEX_SUFFIX,
+    LiveIndex,
+    hand_over,
+    remove_index,
+)
 from zaggd.collector.manifest import (
     GZIP_SUFFIX,
     MANIFEST_SUFFIX,
@@ -234,8 +246,10 @@ def seal(intent: dict[str, Any], tick: Callable[[], None]) -> Manifest:
             out_fd = -1
             os.rename(tmp, archive)
             fsync_dir(folder)
+        remove_index(base)  # the manifest says all it did, and more
+        if gzip:
             os.unlink(base)
-            fsync_dir(folder)
+        fsync_dir(folder)
         return manifest
     except BaseException:
         if out_fd >= 0:
@@ -283,6 +297,7 @@ class Rotation:
         self._last: dict[str, tuple[int, str | None]] = {}
         self._folders: set[str] = set()
         self._busy = False
+        self._cutting = False  # the checkpoint under way records a cut
         self._current = ""  # the path before_write last returned, and when
         self._current_at = 0.0
         self._next_idle_check = 0.0
@@ -293,6 +308,48 @@ class Rotation:
         self._worker = RotationWorker(self, on_crash or _log_crash)
         if start_worker:
             self._worker.start()
+
+    def start_worker(self) -> None:
+        """Start sealing and retention (when not started at construction)."""
+        if not self._worker.is_alive():
+            self._worker.start()
+
+    @property
+    def wants_complete_index(self) -> bool:
+        """The checkpoint under way records a cut: the index handed over must be exact."""
+        return self._cutting
+
+    def previous_of(self, path: str) -> str | None:
+        """Base name of the last archive cut from the live file `path`."""
+        return self._last_cut(path)[1]
+
+    def carried_of(self, path: str) -> Ranges:
+        """Ranges the live file `path` held before this run, as the checkpoint recorded."""
+        live = self._live.get(path)
+        return live.carried if live is not None else {}
+
+    def pending_ranges(self) -> list[Ranges]:
+        """The ranges of the cuts not sealed yet: on disk, but in no manifest."""
+        with self._lock:
+            found = [dict(i.get("ranges", {})) for i in self._pending.values()]
+            if self._rotating is not None:
+                found.append(dict(self._rotating.get("ranges", {})))
+        return found
+
+    def is_pending(self, base: str) -> bool:
+        with self._lock:
+            return base in self._pending
+
+    def note_cut(self, path: str, base: str) -> None:
+        """A cut of `path` to `base` finished at start from the output folder alone."""
+        stamp = _stamp_of(base)
+        self._last[path] = (stamp, os.path.basename(base))
+        self._live[path] = LiveFile(stamp / 1e6)
+
+    def forget_live(self, path: str, now: float) -> None:
+        """The live file at `path` was emptied or replaced by hand: it starts again."""
+        self._live[path] = LiveFile(now)
+        self._flushed.pop(path, None)
 
     @property
     def enabled(self) -> bool:
@@ -402,7 +459,6 @@ class Rotation:
         if self.checkpoint is None:
             raise ZaggdError("rotation is not wired to the checkpoint")
         live = self._live[path]
-        out = self.writer.files.get(path)
         stamp, base, previous = self._new_name(path, now)
         intent: dict[str, Any] = {
             "op": "rotate",
@@ -412,7 +468,7 @@ class Rotation:
             "since": live.since,
             "cut_at": now,
             "previous": previous,
-            "ranges": merge_ranges(live.carried, out.ranges if out is not None else {}),
+            "ranges": merge_ranges(live.carried, self.writer.ranges_of(path)),
             "compress": self.rules.compress.value,
             "format": self.output.format.value,
         }
@@ -421,7 +477,11 @@ class Rotation:
             with self._lock:
                 self._rotating = intent
             try:
-                self.checkpoint()  # flushes and fsyncs the output, then records the intent
+                self._cutting = True
+                try:
+                    self.checkpoint()  # flushes and fsyncs the output, then records the intent
+                finally:
+                    self._cutting = False
                 self.writer.close(path)
                 os.rename(path, base)
             except BaseException:
@@ -444,9 +504,31 @@ class Rotation:
         log.info(
             "output rotated: %s -> %s (%d bytes)", shown(path), shown(os.path.basename(base)), size
         )
+        self._hand_over_index(intent)
         # Open the successor now, sparing the subscriber a checkpoint before its first
         # byte: until the next checkpoint, the intent's recovery cuts it back to zero.
         self.writer.open(path)
+
+    def _hand_over_index(self, intent: dict[str, Any]) -> None:
+        """The live index goes with the renamed file; the live path's starts empty."""
+        try:
+            hand_over(
+                str(intent["live"]),
+                str(intent["base"]),
+                int(intent["size"]),
+                dict(intent.get("ranges", {})),
+                intent.get("previous"),
+                {
+                    "live": os.path.basename(str(intent["live"])),
+                    "started_at": float(intent.get("since", 0.0)),
+                    "rotated_at": float(intent.get("cut_at", 0.0)),
+                },
+            )
+        except (OSError, ZaggdError) as exc:
+            # The checkpoint's intent still covers the cut; a restart hands it over again.
+            log.warning(
+                "cannot hand over the live index of %s: %s", shown(str(intent["live"])), exc
+            )
 
     def _new_name(self, path: str, now: float) -> tuple[int, str, str | None]:
         """A stamp later than the file's last cut, whose names are all free."""
@@ -454,7 +536,7 @@ class Rotation:
         stamp = max(round(now * 1_000_000), last_stamp + 1)
         for _ in range(10000):
             base = rotated_base(path, stamp)
-            suffixes = ("", GZIP_SUFFIX, GZIP_SUFFIX + TEMP_SUFFIX, MANIFEST_SUFFIX)
+            suffixes = ("", GZIP_SUFFIX, GZIP_SUFFIX + TEMP_SUFFIX, MANIFEST_SUFFIX, INDEX_SUFFIX)
             if not any(_exists(base + s) for s in suffixes):
                 return stamp, base, previous
             stamp += 1
@@ -548,6 +630,8 @@ class Rotation:
             shown(path),
             shown(os.path.basename(base)),
         )
+        if _exists(base) and not _exists(manifest_path(base)):
+            self._hand_over_index(intent)
         # The checkpoint's size, if it names the file at all, was the old file's: its
         # successor had no checkpointed byte, whatever reached it is cut and replayed.
         files[path] = {**files.get(path, {}), "size": 0, "lines": 0, "ranges": {}}
@@ -558,6 +642,15 @@ class Rotation:
         self.counters.add("rotations")
         self._recover_seal({**intent, "op": "seal"})
 
+    def resume_seal(self, intent: dict[str, Any]) -> None:
+        """Finish sealing a rotated file found without its manifest (see recovery.py)."""
+        try:
+            self._recover_seal(intent)
+        except OSError as exc:
+            raise ZaggdError(
+                f"{exc.filename or intent['base']}: cannot finish sealing: {exc.strerror or exc}"
+            ) from None
+
     def _recover_seal(self, intent: dict[str, Any]) -> None:
         base = str(intent["base"])
         gzip = intent.get("compress") == Compression.GZIP.value
@@ -565,13 +658,16 @@ class Rotation:
         if not _exists(base):
             if not (gzip and _exists(archive)) and not _exists(manifest_path(base)):
                 log.warning("rotated file gone before it was sealed: %s", shown(base))
+            remove_index(base)
             return
         if gzip and _exists(archive):
             # The archive is whole (renamed after fsync, manifest first): only the plain file is left.
+            remove_index(base)
             os.unlink(base)
             fsync_dir(os.path.dirname(base))
             return
         if not gzip and _exists(manifest_path(base)):
+            remove_index(base)
             return
         with self._lock:
             self._pending[base] = dict(intent)
@@ -714,6 +810,39 @@ class Rotation:
         fsync_dir(os.path.dirname(mpath))
         self.counters.add("archives_expired")
         log.info("output expired: %s", shown(path))
+
+
+def seal_intent_of(base: str, index: LiveIndex, compress: str) -> dict[str, Any]:
+    """A seal job for a rotated file known only by its own index (no checkpoint names it)."""
+    extra = index.extra
+    parsed = parse_rotated(os.path.basename(base))
+    live = str(extra.get("live", parsed.live if parsed is not None else ""))
+    return {
+        "op": "seal",
+        "live": os.path.join(os.path.dirname(base), live),
+        "base": base,
+        "size": index.size,
+        "since": float(extra.get("started_at", 0.0)),
+        "cut_at": float(extra.get("rotated_at", _stamp_of(base) / 1e6)),
+        "previous": index.previous,
+        "ranges": index.ranges,
+        "compress": compress,
+    }
+
+
+def seal_intent_from(base: str, manifest: Manifest) -> dict[str, Any]:
+    """The seal job whose manifest is written: to finish it (the plain file still there)."""
+    return {
+        "op": "seal",
+        "live": os.path.join(os.path.dirname(base), manifest.live),
+        "base": base,
+        "size": manifest.content_size,
+        "since": manifest.started_at,
+        "cut_at": manifest.rotated_at,
+        "previous": manifest.previous,
+        "ranges": manifest.ranges,
+        "compress": manifest.compression,
+    }
 
 
 def _stamp_of(base: str) -> int:

@@ -18,6 +18,12 @@ second, resuming by itself when space returns.
 
 Streams their producers retired are forgotten after FORGET_AFTER_S, so the
 checkpoint stays bounded on hosts that rotate for years.
+
+A stream the checkpoint does not hold (none was found, or it was forgotten)
+resumes where the output folder says it stands (`floors`, recovery.py), not
+from zero. At each periodic checkpoint the open output files are compared with
+their paths: one deleted or truncated by hand has its streams rewound and
+asked for again (damage.py).
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import zmq
 from zaggd import wire
 from zaggd.collector.catchup import CatchUp
 from zaggd.collector.checkpoint import Checkpoint, Checkpointer, CheckpointState
+from zaggd.collector.damage import Damage, repair_open_files, rewind
+from zaggd.collector.recovery import Recovered
 from zaggd.collector.sequencer import StreamState, Verdict, judge, trim
 from zaggd.collector.writer import Writer, describe_files, is_disk_full
 from zaggd.config import CollectorConfig, FsyncPolicy, StartAt
@@ -91,6 +99,7 @@ class SubscriberThread(Worker):
         writer: Writer,
         on_crash: Callable[[str], None],
         rotation: Any = None,
+        recovered: Recovered | None = None,
     ) -> None:
         super().__init__("zaggd-subscriber", on_crash)
         self.context = context
@@ -135,8 +144,12 @@ class SubscriberThread(Worker):
         self.snapshot: dict[str, Any] = {}
         self.forget_after_s = FORGET_AFTER_S
         self._next_forget_check = 0.0
+        # "node/stream" -> the end of what the output holds, for streams not in self.streams
+        self.floors: dict[str, int] = {}
         if restored is not None:
             self._restore(restored)
+        if recovered is not None:
+            self._restore_floors(recovered)
 
     @property
     def bound(self) -> list[str]:
@@ -164,6 +177,19 @@ class SubscriberThread(Worker):
         for st in self.streams.values():
             if st.node in self.nodes:
                 self.nodes[st.node].streams += 1
+
+    def _restore_floors(self, recovered: Recovered) -> None:
+        """What the output folder says, for streams the checkpoint does not hold."""
+        self.floors = {
+            key: end
+            for key, end in recovered.floors.items()
+            if tuple(key.split("/", 1)) not in self.streams
+        }
+        for name in recovered.nodes:
+            if name not in self.nodes:
+                self.nodes[name] = NodeState(name, known=True)
+        for damage in recovered.damaged:
+            self._ask_again(damage)
 
     def work(self) -> None:
         try:
@@ -416,6 +442,9 @@ class SubscriberThread(Worker):
         expected = 0
         if self.config.subscribe.start_at is StartAt.END and not node.known:
             expected = start
+        floor = self.floors.pop(f"{node_name}/{sid}", None)
+        if floor is not None:
+            expected = floor  # the output already holds it up to there
         st = StreamState(
             node_name, sid, topic, source, path, expected, expected, last_mentioned=time.monotonic()
         )
@@ -495,7 +524,11 @@ class SubscriberThread(Worker):
         if not self.writer.is_open(path):
             self.writer.open(path)
             # A file must be in the checkpoint before its first byte, or a crash could double it.
-            self.write_checkpoint()
+            try:
+                self.write_checkpoint()
+            except BaseException:
+                self.writer.unopen(path)  # so the retry opens it and checkpoints again
+                raise
         out = self.writer.files[path]
         data = self.writer.format(block, st.node, st.path, st.topic, start, exact, st.path_bytes)
         self.writer.append(out, data, lines, st.key(), start, end)
@@ -601,6 +634,7 @@ class SubscriberThread(Worker):
                 continue
             if node.last_heartbeat - st.last_mentioned > self.forget_after_s:
                 del self.streams[key]
+                self.floors[st.key()] = st.expected  # should it come back, never from zero
                 node.streams -= 1
                 self.gapped.discard(key)
                 self._gap_logged.pop(key, None)
@@ -700,6 +734,7 @@ class SubscriberThread(Worker):
             return
         policy = self.config.output.fsync
         failed = self.checkpointer.error is not None
+        self._check_outputs()
         try:
             # After a failure, wait for the retry: intake stays paused until one succeeds.
             self.write_checkpoint(wait=failed or policy is FsyncPolicy.ALWAYS)
@@ -722,6 +757,8 @@ class SubscriberThread(Worker):
             fds: list[int] = []
         else:
             fds = self.writer.take_dirty()
+        rotation = self.rotation
+        jobs = self.writer.index_jobs(rotation.previous_of if rotation is not None else None)
         state = CheckpointState(
             streams={
                 st.key(): [st.expected, st.topic.decode("utf-8", "replace"), st.source, st.path]
@@ -732,15 +769,42 @@ class SubscriberThread(Worker):
             rotations=self.rotation.intents() if self.rotation is not None else [],
         )
         if self.checkpointer.is_alive():
-            seq = self.checkpointer.submit(state, fds)
+            complete = rotation is not None and rotation.wants_complete_index
+            seq = self.checkpointer.submit(state, fds, jobs, complete)
             if wait:
                 self.checkpointer.wait(seq)
         else:
-            self.checkpointer.save_now(state, fds)
+            self.checkpointer.save_now(state, fds, jobs)
         self.counters.add("checkpoints")
         if self.rotation is not None:
             self.rotation.after_checkpoint()
         self._refresh_snapshot()
+
+    # -- output files changed by hand ----------------------------------------
+
+    def _check_outputs(self) -> None:
+        for damage in repair_open_files(self.writer, self.rotation):
+            self._ask_again(damage)
+
+    def _ask_again(self, damage: Damage) -> None:
+        """Rewind the streams a damaged file held, so replay brings their bytes again."""
+        live = {st.key(): st for st in self.streams.values()}
+        for step in rewind(damage.ranges, live, self.floors):
+            if step.lost:
+                self.counters.add("bytes_lost", step.end - step.start)
+                log.warning(
+                    "bytes lost: stream %s range %d-%d (%d bytes) was in %s, and the stream "
+                    "went on in other output since",
+                    step.key,
+                    step.start,
+                    step.end,
+                    step.end - step.start,
+                    shown(damage.path),
+                )
+                continue
+            st = live.get(step.key)
+            if st is not None and st.has_gap():
+                self._note_gap(st, st.known_end)
 
     def _hold(self, msg: wire.Message, from_replay: bool, exc: OSError) -> None:
         self._held = (msg, from_replay)

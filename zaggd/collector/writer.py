@@ -6,8 +6,11 @@ they reach a path: anything but letters, digits, '.', '_' and '-' becomes
 make the collector write outside its output folder.
 
 The writer tracks each open file's size, line count and the stream ranges it
-holds, for the checkpoint and the rotation manifests. Files are flushed and
-fsynced only when the checkpoint asks (`sync`).
+holds (across runs: a file reopened after a restart starts from what recovery
+found it to hold, `known`), for the checkpoint, the live indexes and the
+rotation manifests. Files are flushed and fsynced only when the checkpoint
+asks (`sync`). Every folder it writes output into gets a `.zaggd-output`
+marker, which tells producers never to tail what is there.
 """
 
 from __future__ import annotations
@@ -23,12 +26,25 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
 
+from zaggd.collector.liveindex import IndexJob
 from zaggd.config import OutputConfig, OutputFormat
 from zaggd.errors import ZaggdError
+from zaggd.statefile import write_state
 
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+MARKER_NAME = ".zaggd-output"
+MARKER_KIND = "zaggd-output"
+MARKER_VERSION = 1
+
+
+def mark_output_folder(folder: str) -> None:
+    """Leave the marker that says zaggd writes output here (producers skip such folders)."""
+    marker = os.path.join(folder, MARKER_NAME)
+    if not os.path.exists(marker):
+        write_state(marker, MARKER_KIND, MARKER_VERSION, {"written_by": "zaggd collector"})
 
 
 def safe_component(value: str) -> str:
@@ -87,6 +103,14 @@ def format_jsonl(
 
 
 @dataclass(slots=True)
+class KnownFile:
+    """A live file found at start: the size recovery vouches for, the ranges it holds."""
+
+    size: int
+    ranges: dict[str, list[int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class OutFile:
     path: str
     fh: Any  # a buffered binary file
@@ -94,6 +118,8 @@ class OutFile:
     lines: int = 0
     ranges: dict[str, list[int]] = field(default_factory=dict)  # "node/stream" -> [start, end]
     dirty: bool = False
+    dev: int = 0  # which file it is: a path that names another one was replaced by hand
+    ino: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -108,7 +134,9 @@ class Writer:
         self.output = output
         self.root = output_root(output.path)
         self.files: dict[str, OutFile] = {}
+        self.known: dict[str, KnownFile] = {}  # live files found at start, not open yet
         self._routes: dict[tuple[bytes, str, str, str], str] = {}
+        self._marked: set[str] = set()
 
     def check_writable(self) -> None:
         """Refuse at start (or reload) an output folder this user may not write."""
@@ -167,15 +195,47 @@ class Writer:
             return out
         folder = os.path.dirname(path)
         os.makedirs(folder, mode=0o750, exist_ok=True)
+        if folder not in self._marked:
+            mark_output_folder(folder)
+            self._marked.add(folder)
         is_new = not os.path.exists(path)
         # Unbuffered: each block is one write(2), visible to readers at once (latency).
         fh = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across writes
         if is_new:
             _fsync_dir(folder)  # the checkpoint will name this file: it must survive a power loss
-        size = os.fstat(fh.fileno()).st_size
-        out = OutFile(path, fh, size if known_size is None else known_size)
+        st = os.fstat(fh.fileno())
+        known = self.known.pop(path, None)
+        if known_size is None and known is not None:
+            # Shorter than recovery found it: cut by hand since; the writer's check sees that.
+            known_size = max(known.size, st.st_size)
+        out = OutFile(path, fh, st.st_size if known_size is None else known_size)
+        out.dev, out.ino = st.st_dev, st.st_ino
+        if known is not None:
+            out.ranges = {key: list(span) for key, span in known.ranges.items()}
         self.files[path] = out
         return out
+
+    def ranges_of(self, path: str) -> dict[str, list[int]]:
+        """The stream ranges the live file at `path` holds, open or not."""
+        out = self.files.get(path)
+        if out is not None:
+            return out.ranges
+        known = self.known.get(path)
+        return known.ranges if known is not None else {}
+
+    def index_jobs(self, previous_of: Any = None) -> list[IndexJob]:
+        """What each open file's live index must say once the coming checkpoint is saved."""
+        return [
+            IndexJob(
+                out.path,
+                out.dev,
+                out.ino,
+                out.size,
+                {key: list(span) for key, span in out.ranges.items()},
+                previous_of(out.path) if previous_of is not None else None,
+            )
+            for out in self.files.values()
+        ]
 
     def append(self, out: OutFile, data: bytes, lines: int, key: str, start: int, end: int) -> None:
         if data:
@@ -229,7 +289,27 @@ class Writer:
                 out.dirty = False
         return fds
 
+    def unopen(self, path: str) -> None:
+        """Close a file just opened, as if never opened: its checkpoint failed."""
+        out = self.files.pop(path)
+        out.fh.close()
+        self.known[path] = KnownFile(out.size, out.ranges)
+
+    def empty(self, path: str) -> None:
+        """Cut an open file to zero: what it held is asked for again (damage.py)."""
+        out = self.files[path]
+        os.ftruncate(out.fh.fileno(), 0)
+        out.size = out.lines = 0
+        out.ranges = {}
+        out.dirty = True
+
+    def drop(self, path: str) -> None:
+        """Let go of a file no longer at its path: the next write starts a new one there."""
+        self.close(path)
+        self._marked.discard(os.path.dirname(path))
+
     def close(self, path: str) -> None:
+        self.known.pop(path, None)
         out = self.files.pop(path, None)
         if out is not None:
             out.fh.close()
