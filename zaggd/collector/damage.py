@@ -59,20 +59,21 @@ class Damage:
     ranges: dict[str, list[int]]  # what the file held: "node/stream" -> [start, end]
 
 
-def check_file(path: str, fd: int, dev: int, ino: int, size: int) -> Change | None:
-    """How the open file `fd`, expected at `path` with `size` bytes, was changed; None if not."""
+def check_file(path: str, fd: int, dev: int, ino: int, size: int) -> tuple[Change | None, int]:
+    """How the open file `fd`, expected at `path` with `size` bytes, was changed (None if
+    not), and the size it has."""
     mine = os.fstat(fd)
     if mine.st_nlink == 0:
-        return Change.DELETED
+        return Change.DELETED, mine.st_size
     try:
         there = os.stat(path)
     except FileNotFoundError:
-        return Change.MOVED
+        return Change.MOVED, mine.st_size
     if (there.st_dev, there.st_ino) != (dev, ino):
-        return Change.REPLACED
+        return Change.REPLACED, mine.st_size
     if mine.st_size < size:
-        return Change.TRUNCATED
-    return None
+        return Change.TRUNCATED, mine.st_size
+    return None, mine.st_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +122,7 @@ def repair_open_files(writer: Writer, rotation: Any) -> list[Damage]:
     lost = []
     for out in list(writer.files.values()):
         try:
-            change = check_file(out.path, out.fh.fileno(), out.dev, out.ino, out.size)
-            found = os.fstat(out.fh.fileno()).st_size
+            change, found = check_file(out.path, out.fh.fileno(), out.dev, out.ino, out.size)
         except OSError:
             continue  # the write path meets it too
         if change is not None:

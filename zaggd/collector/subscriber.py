@@ -74,6 +74,8 @@ DEAF_AFTER_S = 10.0
 FORGET_AFTER_S = 6 * 3600.0
 FORGET_CHECK_INTERVAL_S = 60.0
 RETRY_INTERVAL_S = 1.0
+# Forgotten streams remembered (their next offset) should they come back: a bound on memory.
+MAX_FLOORS = 100_000
 BATCH_MESSAGES = 256
 
 
@@ -177,6 +179,11 @@ class SubscriberThread(Worker):
         for st in self.streams.values():
             if st.node in self.nodes:
                 self.nodes[st.node].streams += 1
+
+    def _keep_floor(self, key: str, offset: int) -> None:
+        self.floors[key] = offset
+        if len(self.floors) > MAX_FLOORS:
+            del self.floors[next(iter(self.floors))]  # the oldest: retired longest ago
 
     def _restore_floors(self, recovered: Recovered) -> None:
         """What the output folder says, for streams the checkpoint does not hold."""
@@ -634,7 +641,7 @@ class SubscriberThread(Worker):
                 continue
             if node.last_heartbeat - st.last_mentioned > self.forget_after_s:
                 del self.streams[key]
-                self.floors[st.key()] = st.expected  # should it come back, never from zero
+                self._keep_floor(st.key(), st.expected)  # should it come back, not from zero
                 node.streams -= 1
                 self.gapped.discard(key)
                 self._gap_logged.pop(key, None)
