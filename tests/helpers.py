@@ -536,6 +536,64 @@ def rotated_output(folder: Path) -> dict[str, bytes]:
     return settled(lambda: _rotated_output_once(folder))
 
 
+def rotated_caught_up(folder: Path, want: bytes) -> bool:
+    """The output in `folder` (archives, then the live file) is as long as `want` and
+    ends with its last line: everything arrived, maybe with doubles (see lines_differ)."""
+    import gzip
+
+    try:
+        got = b"".join(rotated_output(folder).values())
+    except (AssertionError, OSError, EOFError, gzip.BadGzipFile):
+        return False  # caught between two steps of a seal
+    last = want[want.rfind(b"\n", 0, len(want) - 1) + 1 :]
+    return len(got) >= len(want) and got.endswith(last)
+
+
+def lines_differ(got: bytes, want: bytes) -> str:
+    """How `got` differs from `want`, in lines doubled and missing; "" when byte-equal."""
+    if got == want:
+        return ""
+    got_lines, want_lines = got.splitlines(), want.splitlines()
+    return (
+        f"{len(got_lines)} lines for {len(want_lines)} written; "
+        f"{len(got_lines) - len(set(got_lines))} doubled, "
+        f"{len(set(want_lines) - set(got_lines))} missing"
+    )
+
+
+def assert_rotated_exactly(folder: Path, want: bytes, timeout_s: float = 60.0) -> None:
+    """Wait for the output in `folder` to catch up with `want`, then a moment more (a late
+    double would show): one live file whose archives and itself hold `want` byte for
+    byte, and no manifest without ranges."""
+    from zaggd.collector.manifest import read_manifest
+
+    wait_until(lambda: rotated_caught_up(folder, want), timeout_s, interval_s=0.2)
+    time.sleep(1.0)
+    got = rotated_output(folder)
+    assert len(got) == 1, list(got)
+    (data,) = got.values()
+    assert data == want, lines_differ(data, want)
+    for manifest in folder.glob("*.manifest.json"):
+        assert read_manifest(str(manifest)).ranges, f"{manifest.name} holds no ranges"
+
+
+class Appender:
+    """Appends numbered lines to a file, `count` at a time, and keeps what it wrote."""
+
+    def __init__(self, path: Path, prefix: str, width: int = 100) -> None:
+        self.path, self.prefix, self.width = path, prefix, width
+        self.lines: list[bytes] = []
+
+    def add(self, count: int) -> None:
+        lines = numbered_lines(self.prefix, len(self.lines), count, self.width)
+        append_lines(self.path, lines)
+        self.lines.extend(lines)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.lines)
+
+
 class _BothForms(AssertionError):
     pass
 

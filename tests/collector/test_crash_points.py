@@ -8,7 +8,6 @@ output with what was written: every line once, in order.
 
 from __future__ import annotations
 
-import calendar
 import gzip
 import hashlib
 import os
@@ -17,31 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.collector.test_rotation import LINE, T0, Killed, seal_all, write_from
 from tests.helpers import OutputHarness, numbered_lines, rotated_output
 from zaggd.collector.liveindex import empty_index, read_index, write_index
 from zaggd.collector.manifest import read_manifest, rotated_base
 from zaggd.config import Compression, RotateConfig
-
-T0 = float(calendar.timegm((2025, 3, 1, 12, 0, 0)))
-LINE = 100
-
-
-def seal_all(h: OutputHarness) -> None:
-    """Do the worker's job on this thread."""
-    for _ in range(10000):
-        if h.rotation.jobs.empty():
-            return
-        base = h.rotation.jobs.get_nowait()
-        if base:
-            assert h.rotation.seal_one(base, h.now, lambda: None)
-
-
-def write_from(h: OutputHarness, lines: list[bytes], now: float, per_block: int = 3) -> None:
-    """Write what the restarted collector says is still missing, as a replay would."""
-    first = h.offsets.get("n1/s1", 0) // LINE
-    rest = lines[first:]
-    for i in range(0, len(rest), per_block):
-        h.write(rest[i : i + per_block], now + i * 0.001)
 
 
 def finish_and_check(h: OutputHarness, lines: list[bytes], now: float) -> None:
@@ -110,10 +89,6 @@ def kill_at_intent(h: OutputHarness, with_index: bool) -> None:
         raise Killed
 
     h.rotation.checkpoint = checkpoint
-
-
-class Killed(Exception):
-    """Stands for kill -9 at this point of the write path."""
 
 
 def crash_during_cut(h: OutputHarness, lines: list[bytes], step: str) -> None:

@@ -6,7 +6,6 @@ live indexes), so no line is written twice; real daemons, byte-exact output.
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import shutil
@@ -25,13 +24,15 @@ from tests.collector.test_forget import (  # noqa: F401 - pub_and_subscriber is 
     send_heartbeat,
 )
 from tests.helpers import (
+    Appender,
     Daemon,
     append_lines,
+    assert_rotated_exactly,
     collector_config,
     free_port,
     numbered_lines,
     producer_config,
-    rotated_output,
+    rotated_caught_up,
     stop_all,
     tailing_pair,
     wait_until,
@@ -53,30 +54,6 @@ def rotating_pair(tmp_path: Path, max_bytes: str = "100KB") -> tuple[Path, Daemo
     )
 
 
-def caught_up(folder: Path, want: bytes) -> bool:
-    try:
-        got = b"".join(rotated_output(folder).values())
-    except (AssertionError, OSError, EOFError, gzip.BadGzipFile):
-        return False  # caught between two steps of a seal
-    return len(got) >= len(want) and got.endswith(want[-LINE:])
-
-
-def assert_exact(folder: Path, want: bytes) -> None:
-    wait_until(lambda: caught_up(folder, want), timeout_s=60, interval_s=0.2)
-    time.sleep(1.0)  # a late double would show up here
-    got = rotated_output(folder)
-    assert list(got) == ["web-01.log"]
-    if got["web-01.log"] != want:
-        got_lines, want_lines = got["web-01.log"].splitlines(), want.splitlines()
-        raise AssertionError(
-            f"{len(got_lines)} lines for {len(want_lines)} written; "
-            f"{len(got_lines) - len(set(got_lines))} doubled, "
-            f"{len(set(want_lines) - set(got_lines))} missing"
-        )
-    for manifest in folder.glob("*.manifest.json"):
-        assert read_manifest(str(manifest)).ranges, manifest.name
-
-
 @pytest.mark.parametrize("how", ["deleted", "moved aside", "state folder emptied"])
 def test_checkpoint_lost_before_kill_9_writes_no_line_twice(tmp_path: Path, how: str) -> None:
     rng = random.Random(6)
@@ -84,20 +61,14 @@ def test_checkpoint_lost_before_kill_9_writes_no_line_twice(tmp_path: Path, how:
     state = tmp_path / "state-c1"
     checkpoint = state / "checkpoint.json"
     folder = tmp_path / "out" / "app"
-    written: list[bytes] = []
-
-    def add(count: int) -> None:
-        lines = numbered_lines("s", len(written), count, LINE)
-        append_lines(source, lines)
-        written.extend(lines)
-
+    written = Appender(source, "s", LINE)
     try:
         producer.start()
         for _ in range(3):
             collector.start()
-            add(4000)
-            wait_until(lambda: caught_up(folder, b"".join(written)), timeout_s=30)
-            add(rng.randrange(500, 2000))  # some in flight at the kill
+            written.add(4000)
+            wait_until(lambda: rotated_caught_up(folder, written.data), timeout_s=30)
+            written.add(rng.randrange(500, 2000))  # some in flight at the kill
             time.sleep(rng.uniform(0.0, 0.3))
             if how == "deleted":
                 checkpoint.unlink()
@@ -108,9 +79,9 @@ def test_checkpoint_lost_before_kill_9_writes_no_line_twice(tmp_path: Path, how:
                 shutil.rmtree(state)
             else:
                 checkpoint.unlink(missing_ok=True)
-            add(1000)
+            written.add(1000)
         collector.start()
-        assert_exact(folder, b"".join(written))
+        assert_rotated_exactly(folder, written.data)
         assert collector.status()["counters"]["bytes_lost"] == 0
         assert collector.stop() == 0
         verify = zaggd_verify(tmp_path / "out")
@@ -128,17 +99,17 @@ def test_state_folder_removed_while_running_is_made_again(tmp_path: Path) -> Non
         producer.start()
         collector.start()
         append_lines(source, lines[:3000])
-        wait_until(lambda: caught_up(folder, b"".join(lines[:3000])), timeout_s=30)
+        wait_until(lambda: rotated_caught_up(folder, b"".join(lines[:3000])), timeout_s=30)
         shutil.rmtree(state)
         append_lines(source, lines[3000:6000])
         wait_until(lambda: (state / "checkpoint.json").exists(), timeout_s=10)
-        assert_exact(folder, b"".join(lines[:6000]))
+        assert_rotated_exactly(folder, b"".join(lines[:6000]))
         warned = [line for line in collector.output().splitlines() if "state folder" in line]
         assert len(warned) == 1 and "WARNING" in warned[0] and str(state) in warned[0]
         collector.kill()  # what it recreated is what the restart goes on from
         append_lines(source, lines[6000:])
         collector.start()
-        assert_exact(folder, b"".join(lines))
+        assert_rotated_exactly(folder, b"".join(lines))
         assert collector.stop() == 0
     finally:
         stop_all(collector, producer)
@@ -153,7 +124,7 @@ def test_final_checkpoint_that_cannot_be_written_exits_non_zero(tmp_path: Path) 
         producer.start()
         collector.start()
         append_lines(source, lines)
-        wait_until(lambda: caught_up(folder, b"".join(lines)), timeout_s=30)
+        wait_until(lambda: rotated_caught_up(folder, b"".join(lines)), timeout_s=30)
         shutil.rmtree(state)
         state.write_text("not a folder\n")  # the state folder cannot be made again
         assert collector.stop() != 0
@@ -170,9 +141,9 @@ def test_output_folders_carry_the_marker_and_live_index(tmp_path: Path) -> None:
         producer.start()
         collector.start()
         append_lines(source, lines[:2000])
-        wait_until(lambda: caught_up(folder, b"".join(lines[:2000])), timeout_s=30)
+        wait_until(lambda: rotated_caught_up(folder, b"".join(lines[:2000])), timeout_s=30)
         append_lines(source, lines[2000:])  # past max_bytes: a cut, then a live file
-        wait_until(lambda: caught_up(folder, b"".join(lines)), timeout_s=30)
+        wait_until(lambda: rotated_caught_up(folder, b"".join(lines)), timeout_s=30)
         live = folder / "web-01.log"
         wait_until(
             lambda: (

@@ -11,9 +11,12 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import (
     Daemon,
     append_lines,
+    lines_differ,
     numbered_lines,
     stop_all,
     tailing_pair,
@@ -38,16 +41,13 @@ def wait_exact(live: Path, want: bytes, timeout_s: float = 30.0) -> None:
     )
     time.sleep(1.5)
     got = live.read_bytes()
-    if got != want:
-        got_lines, want_lines = got.splitlines(), want.splitlines()
-        raise AssertionError(
-            f"{len(got_lines)} lines for {len(want_lines)} written; "
-            f"{len(got_lines) - len(set(got_lines))} doubled, "
-            f"{len(set(want_lines) - set(got_lines))} missing"
-        )
+    assert got == want, lines_differ(got, want)
 
 
-def test_live_output_deleted_while_running_is_written_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("change", ["deleted", "truncated"])
+def test_live_output_deleted_or_truncated_while_running_is_written_again(
+    tmp_path: Path, change: str
+) -> None:
     source, producer, collector, live = plain_pair(tmp_path)
     first, second = numbered_lines("d", 0, 3000, LINE), numbered_lines("d", 3000, 3000, LINE)
     try:
@@ -55,42 +55,27 @@ def test_live_output_deleted_while_running_is_written_again(tmp_path: Path) -> N
         collector.start()
         append_lines(source, first)
         wait_exact(live, b"".join(first))
-        live.unlink()
+        if change == "deleted":
+            live.unlink()
+        else:
+            os.truncate(live, 0)
         append_lines(source, second)
         wait_exact(live, b"".join(first + second))
         counters = collector.status()["counters"]
         assert counters["bytes_lost"] == 0
         assert counters["bytes_repaired"] >= len(b"".join(first))
         assert collector.stop() == 0
-        warnings = [line for line in collector.output().splitlines() if "WARNING" in line]
-        assert [w for w in warnings if "deleted by hand" in w and str(live) in w], warnings
-        assert live.read_bytes() == b"".join(first + second)
-        index = json.loads((live.parent / "web-01.log.index.json").read_text())
-        assert index["size"] == live.stat().st_size
-    finally:
-        stop_all(collector, producer)
-
-
-def test_live_output_truncated_while_running_is_written_again(tmp_path: Path) -> None:
-    source, producer, collector, live = plain_pair(tmp_path)
-    first, second = numbered_lines("t", 0, 3000, LINE), numbered_lines("t", 3000, 3000, LINE)
-    try:
-        producer.start()
-        collector.start()
-        append_lines(source, first)
-        wait_exact(live, b"".join(first))
-        os.truncate(live, 0)
-        append_lines(source, second)
-        wait_exact(live, b"".join(first + second))
-        assert collector.status()["counters"]["bytes_lost"] == 0
-        assert collector.stop() == 0
-        found = re.search(
-            rf"output truncated by hand: {re.escape(str(live))} "
+        # One warning, naming the file and both sizes.
+        found = re.findall(
+            rf"WARNING .*output {change} by hand: {re.escape(str(live))} "
             r"\((\d+) bytes expected, (\d+) found\)",
             collector.output(),
         )
-        assert found is not None, collector.output()[-2000:]
-        assert int(found[1]) >= len(b"".join(first)) and int(found[1]) > int(found[2])
+        assert len(found) == 1, collector.output()[-2000:]
+        expected, there = (int(n) for n in found[0])
+        assert expected >= len(b"".join(first)) and expected > there
+        index = json.loads((live.parent / "web-01.log.index.json").read_text())
+        assert index["size"] == live.stat().st_size
     finally:
         stop_all(collector, producer)
 

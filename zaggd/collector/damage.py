@@ -64,7 +64,7 @@ def check_file(path: str, fd: int, dev: int, ino: int, size: int) -> tuple[Chang
     not), and the size it has."""
     mine = os.fstat(fd)
     if mine.st_nlink == 0:
-        return Change.DELETED, mine.st_size
+        return Change.DELETED, 0  # no name left: none of its bytes can be found
     try:
         there = os.stat(path)
     except FileNotFoundError:
