@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from zaggd.collector.checkpoint import CheckpointState
@@ -39,7 +39,6 @@ from zaggd.collector.liveindex import (
     LiveIndex,
     empty_index,
     hash_prefix,
-    index_of_prefix,
     read_index,
     remove_index,
     write_index,
@@ -207,11 +206,12 @@ def _recover_live(
         if actual:
             os.truncate(path, 0)
         expected, ranges = 0, {}
-    elif actual is not None:
-        writer.known[path] = KnownFile(expected, ranges)
     _raise_floors(found.floors, ranges)
     previous = rotation.previous_of(path) if rotation is not None else None
-    _rewrite_index(path, index, expected, ranges, previous, actual is not None)
+    stale = _rewrite_index(path, index, expected, ranges, previous, actual is not None)
+    if actual is not None:
+        st = os.stat(path)
+        writer.known[path] = KnownFile(expected, ranges, st.st_dev, st.st_ino, stale)
 
 
 def _size_or_none(path: str) -> int | None:
@@ -245,17 +245,26 @@ def _rewrite_index(
     ranges: Ranges,
     previous: str | None,
     exists: bool,
-) -> None:
-    """Make the live index say what was kept (the checkpoint won, or bytes were cut)."""
-    if index is not None and index.size == size and index.ranges == ranges:
-        return
+) -> bool:
+    """Make the live index say what was kept (the checkpoint won, or bytes were cut);
+    True when it still has to be hashed up to `size` (the checkpoint thread does that,
+    a bounded amount at a time: a large file does not hold up the start)."""
+    if index is not None and (index.size, index.ranges, index.previous) == (
+        size,
+        ranges,
+        previous,
+    ):
+        return False
     if size == 0:
         if exists or index is not None:
             write_index(path, empty_index(path, previous))
-        return
-    fresh = index_of_prefix(path, size, ranges, previous)
-    if fresh is not None:
-        write_index(path, fresh)
+        return False
+    if index is not None and index.size == size:
+        write_index(path, replace(index, ranges=ranges, previous=previous))  # same bytes
+        return False
+    if index is not None and index.size > size:
+        remove_index(path)  # it tells of bytes that were cut
+    return True  # a shorter index stays true of what it covers until then
 
 
 def _cut_away_by(path: str, index: LiveIndex, folder: _Folder) -> str | None:

@@ -108,6 +108,9 @@ class KnownFile:
 
     size: int
     ranges: dict[str, list[int]] = field(default_factory=dict)
+    dev: int = 0
+    ino: int = 0
+    index_stale: bool = False  # its live index is to be hashed up to `size`
 
 
 @dataclass(slots=True)
@@ -224,17 +227,24 @@ class Writer:
         return known.ranges if known is not None else {}
 
     def index_jobs(self, previous_of: Any = None) -> list[IndexJob]:
-        """What each open file's live index must say once the coming checkpoint is saved."""
+        """What the live index of each open file (and of each file found at start whose
+        index is behind) must say once the coming checkpoint is saved."""
+        held: list[OutFile | KnownFile] = list(self.files.values())
+        paths = list(self.files)
+        for path, known in self.known.items():
+            if known.index_stale:
+                held.append(known)
+                paths.append(path)
         return [
             IndexJob(
-                out.path,
-                out.dev,
-                out.ino,
-                out.size,
-                {key: list(span) for key, span in out.ranges.items()},
-                previous_of(out.path) if previous_of is not None else None,
+                path,
+                one.dev,
+                one.ino,
+                one.size,
+                {key: list(span) for key, span in one.ranges.items()},
+                previous_of(path) if previous_of is not None else None,
             )
-            for out in self.files.values()
+            for path, one in zip(paths, held, strict=True)
         ]
 
     def append(self, out: OutFile, data: bytes, lines: int, key: str, start: int, end: int) -> None:
