@@ -13,8 +13,10 @@ file it decides the size it may keep:
 Bytes past that size are cut off (they are replayed). A file shorter than
 that, or missing, lost bytes by hand or by the OS: it is reported (file,
 expected size, found size), emptied, and the streams it held are rewound so
-that replay asks for them again (damage.py). The indexes are then rewritten
-to match what was kept.
+that replay asks for them again (damage.py). An index that no longer says
+what was kept is rewritten when that is cheap (same bytes, other ranges),
+removed when it tells of bytes cut since, and otherwise left behind, true of
+what it covers, for the checkpoint thread to catch up.
 
 From the archives' manifests, the indexes of rotated files not sealed yet and
 the live files kept, it computes per stream the end of what the output holds
