@@ -226,9 +226,12 @@ def collector_on(tmp_path: Path) -> tuple[Path, Path]:
 
 
 PRODUCER_ASIDE = (
-    "moving it aside makes every watched file new (new stream ids): "
-    "sent again from its start (start_at: beginning), which collectors write a second time, "
-    "or only from its end (start_at: end), which skips lines not yet sent"
+    "moving it aside costs a re-read: the stream journal (streams.jsonl beside it) finds "
+    "every file again under its stream id, read again from its start (or where the journal "
+    "last saw it), and collectors drop what they already have; with that journal gone too, "
+    "every watched file is new: sent again from its start (start_at: beginning), which "
+    "collectors write a second time, or only from its end (start_at: end), which skips "
+    "lines not yet sent"
 )
 COLLECTOR_ASIDE = (
     "moving it aside costs no line written twice: the collector rebuilds its state from "

@@ -21,7 +21,8 @@ from zaggd.errors import ZaggdError
 from zaggd.lock import Locks
 from zaggd.logs import shown
 from zaggd.metrics import PRODUCER_COUNTERS, Counters, Rate
-from zaggd.producer.offsets import OffsetStore, new_id
+from zaggd.producer.journal import StreamJournal, start_state
+from zaggd.producer.offsets import OffsetStore
 from zaggd.producer.publisher import PublisherThread
 from zaggd.producer.replay import ReplayServer
 from zaggd.producer.streams import Registry
@@ -58,8 +59,8 @@ class Producer:
         ensure_dir(cfg.state_dir)
         self.locks.take(cfg.state_dir, "state_dir")  # before the state is read
         store = OffsetStore(cfg.state_dir, self.locks.retake)
-        stored = store.load()
-        self.instance = stored.instance if stored is not None else new_id()
+        self.instance, stored = start_state(store, cfg.state_dir)
+        journal = StreamJournal(cfg.state_dir, self.instance, self.locks.retake)
         self.context = zmq.Context()
         self._start_sockets(cfg.publish)
         assert self.publisher is not None
@@ -68,6 +69,7 @@ class Producer:
             self.instance,
             stored,
             store,
+            journal,
             self.registry,
             self.publisher,
             self.counters,

@@ -41,12 +41,14 @@ from zaggd.wire import STREAM_RE
 
 KIND = "zaggd-producer-offsets"
 VERSION = 1
-# What an operator gives up by moving a damaged store aside (see StreamManager: with no
-# store, every file found is a first start, and collectors know streams by their id).
+# What an operator gives up by moving a damaged store aside: without a store, the stream
+# journal (journal.py) finds every stream again under its id, from an older offset.
 ASIDE_COST = (
-    "moving it aside makes every watched file new (new stream ids): "
-    "sent again from its start (start_at: beginning), which collectors write a second time, "
-    "or only from its end (start_at: end), which skips lines not yet sent"
+    "moving it aside costs a re-read: the stream journal (streams.jsonl beside it) finds "
+    "every file again under its stream id, read again from its start (or where the journal "
+    "last saw it), and collectors drop what they already have; with that journal gone too, "
+    "every watched file is new: sent again from its start (start_at: beginning), which "
+    "collectors write a second time, or only from its end (start_at: end), which skips lines not yet sent"
 )
 
 
@@ -115,6 +117,7 @@ class StoredState:
     saved_at: float  # wall-clock time of the last save
     records: tuple[StreamRecord, ...]
     retired: tuple[Fingerprint, ...] = ()  # first bytes of recently retired streams
+    from_journal: bool = False  # the offset store was missing: read from the stream journal
 
 
 class OffsetStore:

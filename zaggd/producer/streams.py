@@ -19,6 +19,8 @@ It owns every Tailer and answers the events of a file's life:
 - a restart: every stored stream is found again by identity wherever it was
   renamed, copied or compressed to while we were stopped, and rotated files
   we never saw (created and rotated away while stopped) are read from 0.
+  Without an offset store, the stream journal's records serve, with older
+  offsets: the same streams, under the same ids, read again from there.
 
 Every look at a file (an event, a read) checks it is still the content the
 stream read, so content replaced between two looks is read by a new stream or
@@ -67,6 +69,8 @@ from zaggd.identity import (
 from zaggd.logs import shown
 from zaggd.metrics import Counters
 from zaggd.producer.globs import source_of
+from zaggd.producer.journal import FOUND_AGAIN
+from zaggd.producer.journal import NAME as JOURNAL_NAME
 from zaggd.producer.offsets import StoredState, StreamRecord, new_id
 from zaggd.producer.outputs import CollectorOutputs
 from zaggd.producer.scanner import Found, Scanner, scan, watched_folders
@@ -227,6 +231,17 @@ class StreamManager:
                 self._note_gone_while_stopped(record, source)
         self._read_rotated_unknown(stored, listings, scan(self.config.sources))
         self.dirty = True
+        if stored.from_journal:
+            self._say_found_again(stored)
+
+    def _say_found_again(self, stored: StoredState) -> None:
+        """The offset store was missing: how many streams the journal found again."""
+        found = [self.tailers.get(r.stream) for r in stored.records]
+        log.warning(
+            FOUND_AGAIN,
+            sum(1 for t in found if t is not None and not t.finished),
+            shown(os.path.join(self.config.state_dir, JOURNAL_NAME)),
+        )
 
     def _is_instance(self, path: str, record: StreamRecord) -> bool:
         """The stored file instance, unclaimed, at `path`, and not cut back since.

@@ -6,7 +6,8 @@ FULL_RESCAN_EVERY-th also stats every file, for growth no event told of),
 one block per ready stream per round (so one busy file cannot starve the
 others), idle handles closed, the offset store written when something
 changed, and at once (at most every NEW_STREAM_SAVE_GAP_S) when a stream is
-new to it: no block of a stream goes out before the store can find it again.
+new to it: no block of a stream goes out before the store, and the stream
+journal beside it, can find it again.
 Blocks go to the publisher's bounded queue; when it is full the loop waits
 there, and reading stops: back-pressure to the files. When nothing happens
 the loop wakes IDLE_WAIT_S apart, to keep its CPU use near nothing.
@@ -25,6 +26,7 @@ from zaggd.config import ProducerConfig
 from zaggd.logs import shown
 from zaggd.metrics import Counters
 from zaggd.producer.discovery import Discovery
+from zaggd.producer.journal import StreamJournal
 from zaggd.producer.offsets import OffsetStore, StoredState
 from zaggd.producer.publisher import Outgoing, PublisherThread
 from zaggd.producer.streams import Announce, Registry, Retire, StreamManager
@@ -47,6 +49,7 @@ class TailerThread(Worker):
         instance: str,
         stored: StoredState | None,
         store: OffsetStore,
+        journal: StreamJournal,
         registry: Registry,
         publisher: PublisherThread,
         counters: Counters,
@@ -57,6 +60,7 @@ class TailerThread(Worker):
         self.instance = instance
         self.stored = stored
         self.store = store
+        self.journal = journal
         self.publisher = publisher
         self.counters = counters
         self.manager = StreamManager(config, registry, counters, self._emit)
@@ -139,7 +143,8 @@ class TailerThread(Worker):
                 self._refresh_snapshot()
                 last_house = now
             if now - last_save >= self.config.state_interval_s and (
-                manager.dirty or self.store.missing()  # deleted by hand: write it again
+                # Deleted by hand: write it again.
+                manager.dirty or self.store.missing() or self.journal.missing()
             ):
                 self.save_state()
                 last_save = now
@@ -172,14 +177,19 @@ class TailerThread(Worker):
     def save_state(self) -> bool:
         """Write the offset store; whether it was written. A failure (a full disk) is
         logged once, and once more when a save works again."""
+        what, path = "stream journal", self.journal.path
         try:
             records = self.manager.records()
+            # The journal first: no block of a new stream before both know it.
+            self.journal.note(records, self.manager.retired_heads)
+            what, path = "offset store", self.store.path
             self.store.save(self.instance, time.time(), records, self.manager.retired_heads)
         except OSError as exc:
             if not self._save_failing:
                 log.error(
-                    "cannot write the offset store %s: %s; new files wait, retrying",
-                    shown(self.store.path),
+                    "cannot write the %s %s: %s; new files wait, retrying",
+                    what,
+                    shown(path),
                     exc.strerror,
                 )
                 self._save_failing = True
