@@ -288,7 +288,8 @@ def test_damaged_lines_are_skipped_with_one_warning_a_torn_last_line_quietly(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [
         f"stream journal {path}: 2 damaged lines skipped "
-        "(the first at line 2: offset: not a whole number >= 0 (inf))"
+        "(the first at line 2: offset: not a whole number >= 0 (inf)); "
+        "a file only they named is a new stream to collectors, sent to them again"
     ]
 
 

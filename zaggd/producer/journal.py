@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 NAME = "streams.jsonl"
 KIND = "zaggd-producer-journal"
 VERSION = 1
-# Rewritten once it holds more lines than this and several times the live streams.
+# Rewritten once more lines than this, and than several per live stream, were appended.
 COMPACT_MIN_LINES = 1000
 COMPACT_RATIO = 4
 
@@ -91,7 +91,7 @@ class StreamJournal:
         self.instance = instance
         self.on_remade = on_remade
         self._journaled: dict[str, tuple[StreamRecord, Identity]] = {}
-        self._lines = 0
+        self._appended = 0  # lines since the last rewrite
         self._rewrite_due = True  # the first save after a start writes it whole
 
     # -- writing, in each save ----------------------------------------------------
@@ -105,7 +105,7 @@ class StreamJournal:
         since the last call: births fsynced before they return. OSError when it cannot."""
         if (
             self._rewrite_due
-            or self._lines > max(COMPACT_MIN_LINES, COMPACT_RATIO * len(records))
+            or self._appended > max(COMPACT_MIN_LINES, COMPACT_RATIO * len(records))
             or self.missing()
         ):
             self.rewrite(records, retired)
@@ -138,7 +138,7 @@ class StreamJournal:
         self._rewrite_due = True  # until it is written
         write_in_state_dir(self.path, b"".join(lines), self.on_remade)
         self._journaled = {r.stream: (r, identity_of(r)) for r in records}
-        self._lines = len(lines)
+        self._appended = 0
         self._rewrite_due = False
 
     def _append(self, lines: list[bytes], sync: bool) -> None:
@@ -156,7 +156,7 @@ class StreamJournal:
         except OSError:
             self._rewrite_due = True  # a torn line may end the file now: rewrite it whole
             raise
-        self._lines += len(lines)
+        self._appended += len(lines)
 
 
 def _json_line(value: dict[str, Any]) -> bytes:
@@ -252,7 +252,8 @@ def load_journal(path: str) -> StoredState | None:
     read = _parse(data)
     if read.damaged:
         log.warning(
-            "stream journal %s: %d damaged lines skipped (the first at %s)",
+            "stream journal %s: %d damaged lines skipped (the first at %s); "
+            "a file only they named is a new stream to collectors, sent to them again",
             shown(path),
             read.damaged,
             read.first_damage,

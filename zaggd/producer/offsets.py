@@ -4,6 +4,8 @@ Written atomically (temp file, fsync, rename) to `state_dir/offsets.json`, a
 versioned JSON file, on an interval, at shutdown and before the first block of
 a new stream; read once at start so the producer resumes every stream where it
 left off. Resuming a little behind is harmless: collectors drop duplicates.
+When the store is gone (deleted, moved aside), the stream journal beside it
+(journal.py) gives the same streams back, with older offsets.
 
 Besides the identity and offset, a record keeps the largest size the file was
 seen at (to count what a truncation or deletion while stopped lost), the floor
