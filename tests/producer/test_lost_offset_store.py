@@ -71,6 +71,11 @@ def assert_each_line_once(pair: Pair, settle_s: float = 1.0) -> None:
     assert out == pair.sent
 
 
+def streams(pair: Pair) -> dict[str, str]:
+    """The producer's streams: path -> stream id."""
+    return {s["path"]: s["stream"] for s in pair.producer.status()["streams_detail"]}
+
+
 def last_start(pair: Pair) -> str:
     """The producer's log since its last start."""
     return pair.producer.output().rpartition("--- start ")[2]
@@ -83,6 +88,7 @@ def test_offset_store_deleted_then_kill_9_doubles_nothing(pair: Pair) -> None:
     rotated = pair.source.with_name("app.log.1")
     os.rename(pair.source, rotated)  # logrotate: the stream goes on under its new name
     pair.send(lines[100:200])
+    before = streams(pair)
     (state_dir(pair) / "offsets.json").unlink()
     pair.producer.kill()
     pair.send(lines[200:300], wait=False)  # written while the producer is down
@@ -92,12 +98,14 @@ def test_offset_store_deleted_then_kill_9_doubles_nothing(pair: Pair) -> None:
     log = last_start(pair)
     assert MISSING.format(n=2) in log
     assert pair.producer.status()["instance"] == instance
+    assert streams(pair) == before  # the same files under the same stream ids
     assert pair.producer.stop() == 0 and pair.collector.stop() == 0
 
 
 def test_damaged_offset_store_moved_aside_as_told_doubles_nothing(pair: Pair) -> None:
     lines = numbered_lines("b", 0, 300, 80)
     pair.send(lines[:200])
+    before = streams(pair)
     assert pair.producer.stop() == 0
     store = state_dir(pair) / "offsets.json"
     store.write_text('{"kind": "zaggd-producer-offsets", "version": 1, "streams": ')
@@ -109,6 +117,7 @@ def test_damaged_offset_store_moved_aside_as_told_doubles_nothing(pair: Pair) ->
     pair.send(lines[250:], wait=False)
     assert_each_line_once(pair)
     assert MISSING.format(n=1) in last_start(pair)
+    assert streams(pair) == before
     # The message says what moving the store aside costs now: a re-read, not a resend.
     assert "the stream journal" in err and "collectors drop what they already have" in err
     assert "write a second time" in err  # and what happens without the journal too
