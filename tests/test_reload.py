@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -21,6 +23,7 @@ import pytest
 import yaml
 
 from tests.helpers import (
+    REPO,
     Daemon,
     append_lines,
     numbered_lines,
@@ -266,3 +269,146 @@ def test_reload_onto_a_port_in_use_rolls_back(tmp_path: Path, kind: str) -> None
         endpoint = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
         change = partial(edit, daemon.config, lambda c: c[section].update(bind=[endpoint]))
         refused_reload(pair, daemon, change, f"cannot bind {endpoint}: Address already in use")
+
+
+# --- `zaggd reload`: what the units' ExecReload= runs ----------------------------------
+
+
+def zaggd_reload(daemon: Daemon, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`zaggd reload -c FILE --pid PID`, as the units run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "zaggd", "reload", "-c", str(daemon.config), *extra],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("kind", ["producer", "collector"])
+def test_zaggd_reload_exits_non_zero_when_the_daemon_keeps_its_config(
+    tmp_path: Path, kind: str
+) -> None:
+    """Refused for a reason only the running daemon knows (a port in use, a node renamed):
+    the command fails with the daemon's own reason; applied, it says so and exits 0."""
+    pair = Pair.tailing(tmp_path).start()
+    daemon = pair.daemon(kind)
+    pid = str(daemon.pid)
+    try:
+        applied = zaggd_reload(daemon, "--pid", pid)
+        assert (applied.returncode, applied.stdout) == (0, f"reloaded {daemon.config}\n"), (
+            applied.stderr
+        )
+        if kind == "producer":
+            edit(daemon.config, lambda c: c.update(node="renamed"))
+            problem = "node and state_dir cannot change while running; restart instead"
+        else:
+            edit(daemon.config, lambda c: c["output"].update(path="/proc/zaggd/{topic}.log"))
+            problem = "/proc/zaggd: cannot create the output folder"
+        refused = zaggd_reload(daemon, "--pid", pid)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.startswith("zaggd: reload refused, keeping the running config: "), (
+            refused.stderr
+        )
+        assert problem in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+        assert len(refusals(daemon)) == 1
+        pair.lines_flow()
+    finally:
+        pair.stop()
+
+
+def test_zaggd_reload_of_a_config_that_does_not_load_fails_and_tells_the_daemon(
+    tmp_path: Path,
+) -> None:
+    pair = Pair.tailing(tmp_path).start()
+    daemon = pair.producer
+    try:
+        daemon.config.write_text(daemon.config.read_text() + "bogus: [\n")
+        refused = zaggd_reload(daemon, "--pid", str(daemon.pid))
+        assert refused.returncode == 2
+        assert refused.stderr.startswith(
+            f"zaggd: reload refused, keeping the running config: {daemon.config}:"
+        ), refused.stderr
+        # The daemon heard of it (SIGHUP) and refused it too: its STATUS= says so.
+        wait_until(lambda: refusals(daemon), 15)
+        assert daemon.notify is not None
+        wait_until(
+            lambda: daemon.notify.has("STATUS=") and "last reload refused" in last_status(daemon),
+            15,
+        )
+        pair.lines_flow()
+    finally:
+        pair.stop()
+
+
+def last_status(daemon: Daemon) -> str:
+    assert daemon.notify is not None
+    return [m for m in daemon.notify.poll() if m.startswith("STATUS=")][-1]
+
+
+def test_zaggd_reload_refuses_to_ask_another_daemon(tmp_path: Path) -> None:
+    """--pid names the daemon being reloaded: a state_dir that now leads to another
+    daemon's control socket is not reloaded in its place."""
+    pair = Pair.tailing(tmp_path).start()
+    try:
+        other = zaggd_reload(pair.producer, "--pid", str(pair.collector.pid))
+        assert other.returncode == 2
+        assert "state_dir cannot change while running; restart instead" in other.stderr
+        assert f"control socket of PID {pair.producer.pid}, not of the daemon" in other.stderr
+        assert reloaded_lines(pair.producer) == 0
+    finally:
+        pair.stop()
+
+
+# --- CURVE: what the log says at start and at reload ------------------------------------
+
+
+def reload_and_wait(daemon: Daemon) -> str:
+    """SIGHUP; the log lines the reload wrote, once it has ended."""
+    before = len(daemon.output())
+    daemon.signal(signal.SIGHUP)
+    wait_until(
+        lambda: "reloaded" in daemon.output()[before:] or "refused" in daemon.output()[before:], 15
+    )
+    return daemon.output()[before:]
+
+
+def test_curve_messages_at_start_and_reload_say_what_is_so(tmp_path: Path) -> None:
+    pair = Pair.curve(tmp_path)
+    allowed = tmp_path / "allowed"
+    collector = pair.collector
+    try:
+        pair.start()
+        pair.lines_flow()
+        started = [line for line in collector.output().splitlines() if "collector started" in line]
+        assert len(started) == 1 and started[0].endswith(
+            f"CURVE on: key {tmp_path / 'keys' / 'collector.key_secret'}, "
+            f"1 client keys allowed in {allowed}"
+        ), started
+        producer_started = [
+            line
+            for line in pair.producer.output().splitlines()
+            if "producer web-01 started" in line
+        ]
+        assert "CURVE on" in producer_started[0] and "pinning" in producer_started[0]
+
+        # Nothing changed: no allowlist line, and "nothing changed" is true.
+        said = reload_and_wait(collector)
+        assert "allowlist" not in said and f"reloaded {collector.config}: nothing changed" in said
+
+        # Only the allowlist changed: it says what, and not "nothing changed".
+        make_keys(tmp_path, "web-02")
+        allow(allowed, tmp_path / "keys", "web-02")
+        said = reload_and_wait(collector)
+        assert f"allowlist reloaded: {allowed}, 2 keys (added: web-02; removed: none)" in said
+        assert "nothing changed" not in said
+        assert f"reloaded {collector.config}: the allowlist changed, the config did not" in said
+
+        # CURVE removed: no allowlist is read, and the log says CURVE is off.
+        edit(collector.config, lambda c: c["subscribe"].pop("curve"))
+        said = reload_and_wait(collector)
+        assert "allowlist" not in said, said
+        assert "reload: CURVE off (connections neither encrypted nor authenticated)" in said
+        assert f"reloaded {collector.config}" in said
+    finally:
+        pair.stop()

@@ -1,4 +1,5 @@
-"""The zaggd command: producer, collector, check-config, config-schema, status, verify, keygen.
+"""The zaggd command: producer, collector, check-config, config-schema, reload, status, verify,
+keygen.
 
 A user error is printed as one line, `zaggd: <what and where>`, never a
 traceback. The exit is 78 (EX_CONFIG) when a daemon's or check-config's config
@@ -10,14 +11,18 @@ error (a port in use, say), which a restart may cure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import logging
 import os
+import signal
 import sys
+from collections.abc import Callable
 
-from zaggd import __version__, logs
+from zaggd import __version__, logs, runas
 from zaggd.errors import ConfigError, KeyFileError, StateError, ZaggdError
+from zaggd.runas import SERVICE_USER
 
 log = logging.getLogger("zaggd")
 
@@ -41,11 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     p = sub.add_parser("check-config", help="validate a producer or collector config")
     p.add_argument("file")
+    p.add_argument(
+        "--user",
+        metavar="NAME",
+        help="check the files as this user can read them (as root, default: the "
+        f"services' user {SERVICE_USER} when it exists)",
+    )
     p = sub.add_parser(
         "config-schema", help="print the JSON Schema of a producer or collector config, for editors"
     )
     p.add_argument("daemon", choices=("producer", "collector"))
     p.add_argument("--markdown", action="store_true", help="print the table of keys instead")
+    p = sub.add_parser(
+        "reload", help="have a running daemon re-read its config; fails when it refuses it"
+    )
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="the daemon's config")
+    p.add_argument(
+        "--pid", type=int, metavar="PID", help="the daemon's PID (the units give $MAINPID)"
+    )
     p = sub.add_parser("status", help="a running daemon's counters and streams")
     p.add_argument(
         "-c", "--config", metavar="FILE", help="the daemon's config (finds its state_dir)"
@@ -59,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keygen", help="make a CURVE key pair DIR/NAME.key and DIR/NAME.key_secret")
     p.add_argument("dir")
     p.add_argument("name")
+    p.add_argument(
+        "--owner",
+        metavar="USER",
+        help=f"give both files to this user (the daemon's: {SERVICE_USER} for the units)",
+    )
     return parser
 
 
@@ -99,13 +122,9 @@ def dispatch(args: argparse.Namespace) -> int:
         limit_malloc()
 
     if args.command == "check-config":
-        from zaggd.security import check_config_keys
-
-        cfg = config_mod.load(args.file)
-        check_config_keys(cfg)
-        kind = "producer" if isinstance(cfg, config_mod.ProducerConfig) else "collector"
-        print(f"{args.file}: valid {kind} config")
-        return 0
+        return check_config(args)
+    if args.command == "reload":
+        return reload(args)
     if args.command == "config-schema":
         from zaggd.config import documents
 
@@ -135,10 +154,78 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "keygen":
         from zaggd.security import keygen
 
-        public, secret = keygen(args.dir, args.name)
-        print(f"wrote {public} and {secret}")
+        public, secret = keygen(args.dir, args.name, args.owner)
+        print(f"wrote {public} and {secret}" + (f" for user {args.owner}" if args.owner else ""))
+        if args.owner is None and os.geteuid() == 0:
+            print(
+                f"note: {secret} belongs to root; a daemon running as {SERVICE_USER} needs "
+                f"chown {SERVICE_USER}: {secret} (or keygen --owner {SERVICE_USER})"
+            )
         return 0
     raise AssertionError(args.command)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Validate a config and its key files, as the services' user reads them."""
+    from zaggd import config as config_mod
+    from zaggd.security import check_config_keys
+
+    def check() -> config_mod.ProducerConfig | config_mod.CollectorConfig:
+        cfg = config_mod.load(args.file)
+        check_config_keys(cfg)
+        return cfg
+
+    cfg = check()
+    kind = "producer" if isinstance(cfg, config_mod.ProducerConfig) else "collector"
+    user = runas.default_check_user(args.user)
+    if user is None:
+        print(f"{args.file}: valid {kind} config")
+        return 0
+    problem = runas.run_as(user, check)
+    if problem is not None:
+        if f"user {user.name}" not in problem:
+            problem += f" (checked as user {user.name})"
+        raise KeyFileError(problem)
+    print(f"{args.file}: valid {kind} config, readable by user {user.name}")
+    return 0
+
+
+def reload(args: argparse.Namespace) -> int:
+    """Have the daemon of a config reload it; exit non-zero when it keeps the running one."""
+    from zaggd import config as config_mod
+    from zaggd.control import SOCKET_NAME, ask_reload, query
+
+    refused = "reload refused, keeping the running config"
+    try:
+        cfg = config_mod.load(args.config)
+    except ZaggdError as exc:
+        # Its control socket is named in the config: SIGHUP tells the daemon, which
+        # refuses the config the same way (and shows it in its STATUS=).
+        if args.pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(args.pid, signal.SIGHUP)
+        raise ZaggdError(f"{refused}: {exc}") from None
+    path = os.path.join(cfg.state_dir, SOCKET_NAME)
+    if args.pid is not None:
+        _check_same_daemon(path, args.pid, query)
+    refusal, _ = ask_reload(path)
+    if refusal is not None:
+        raise ZaggdError(f"{refused}: {refusal}")
+    print(f"reloaded {args.config}")
+    return 0
+
+
+def _check_same_daemon(path: str, pid: int, query: Callable[[str], dict[str, object]]) -> None:
+    """The control socket at `path` is the one of daemon `pid` (state_dir did not change)."""
+    moved = "state_dir cannot change while running; restart instead"
+    try:
+        answered = query(path).get("pid")
+    except ZaggdError as exc:
+        raise ZaggdError(f"{exc}; if state_dir changed: {moved}") from None
+    if answered != pid:
+        raise ZaggdError(
+            f"{path} is the control socket of PID {answered}, not of the daemon (PID {pid}): {moved}"
+        )
 
 
 def status(args: argparse.Namespace) -> int:
@@ -150,11 +237,7 @@ def status(args: argparse.Namespace) -> int:
     elif args.config:
         sockets = [os.path.join(config_mod.load(args.config).state_dir, SOCKET_NAME)]
     else:
-        sockets = sorted(glob.glob(os.path.join(DEFAULT_STATE_ROOT, "*", SOCKET_NAME)))
-        if not sockets:
-            raise ZaggdError(
-                f"no running daemon found under {DEFAULT_STATE_ROOT} (give -c FILE or --socket PATH)"
-            )
+        sockets = find_sockets(DEFAULT_STATE_ROOT)
     answers = [query(path) for path in sockets]
     if args.json:
         print(json.dumps(answers[0] if len(answers) == 1 else answers, indent=2))
@@ -162,6 +245,24 @@ def status(args: argparse.Namespace) -> int:
     for answer in answers:
         print_status(answer)
     return 0
+
+
+def find_sockets(root: str) -> list[str]:
+    """The control sockets in the state folders under `root`; ZaggdError when there are none,
+    saying Permission denied (and who may ask) when a folder was closed to this user."""
+    from zaggd.control import SOCKET_NAME, who_may_ask
+
+    sockets = sorted(glob.glob(os.path.join(glob.escape(root), "*", SOCKET_NAME)))
+    if sockets:
+        return sockets
+    try:
+        folders = sorted(entry.path for entry in os.scandir(root) if entry.is_dir())
+    except OSError:
+        folders = []
+    closed = [folder for folder in folders if not os.access(folder, os.X_OK)]
+    if closed:
+        raise ZaggdError(f"{closed[0]}: Permission denied: {who_may_ask(closed[0])}")
+    raise ZaggdError(f"no running daemon found under {root} (give -c FILE or --socket PATH)")
 
 
 def print_status(answer: dict[str, object]) -> None:

@@ -1,8 +1,11 @@
 """The local control socket: `zaggd status` asks a running daemon for its state.
 
 A UNIX stream socket in the daemon's state folder, mode 0600 so only its user
-(and root) may ask. One request per connection: the word `status`; the answer
-is one JSON object.
+(and root) may ask. One request per connection, a word: `status`, answered
+with one JSON object of counters and streams, or `reload`, answered once the
+reload that started after it has ended: {"reload": "done"} or {"reload":
+"refused", "error": why}, so that `zaggd reload` (the units' ExecReload=)
+fails when the daemon kept its running config.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import socket
 import time
 from collections.abc import Callable
 from typing import NoReturn
 
 from zaggd.errors import ZaggdError
-from zaggd.service import Worker
+from zaggd.service import ReloadRequest, Worker
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +31,23 @@ MAX_REQUEST_BYTES = 64
 MAX_ANSWER_BYTES = 32 << 20
 MAX_ANSWER_DEPTH = 8
 QUERY_TIMEOUT_S = 5.0
+# Under systemd's default 90 s for ExecReload=: a reload stops and starts threads.
+RELOAD_TIMEOUT_S = 80.0
 _TEXT_KEYS = ("daemon", "node", "instance", "config", "status")
 
 
 class ControlServer(Worker):
     def __init__(
-        self, path: str, snapshot: Callable[[], dict[str, object]], on_crash: Callable[[str], None]
+        self,
+        path: str,
+        snapshot: Callable[[], dict[str, object]],
+        on_crash: Callable[[str], None],
+        reload: Callable[[], ReloadRequest] | None = None,
     ) -> None:
         super().__init__("zaggd-control", on_crash)
         self.path = path
         self.snapshot = snapshot
+        self.reload = reload
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             os.unlink(path)
@@ -77,12 +88,30 @@ class ControlServer(Worker):
         conn.settimeout(2.0)
         try:
             request = conn.recv(MAX_REQUEST_BYTES).strip()
-            if request != b"status":
-                conn.sendall(b'{"error": "unknown request"}\n')
-                return
-            conn.sendall(json.dumps(self.snapshot(), default=str).encode() + b"\n")
+            if request == b"status":
+                answer = {**self.snapshot(), "pid": os.getpid()}
+            elif request == b"reload" and self.reload is not None:
+                answer = self._reload()
+            else:
+                answer = {"error": "unknown request"}
+            conn.sendall(json.dumps(answer, default=str).encode() + b"\n")
         except OSError as exc:
             log.debug("control connection failed: %s", exc)
+
+    def _reload(self) -> dict[str, object]:
+        """Ask the main loop for a reload and wait for its outcome, still ticking."""
+        assert self.reload is not None
+        request = self.reload()
+        deadline = time.monotonic() + RELOAD_TIMEOUT_S
+        while not request.done.wait(0.5):
+            self.tick()
+            if self.stop_event.is_set():
+                return {"reload": "refused", "error": "the daemon is stopping", "pid": os.getpid()}
+            if time.monotonic() > deadline:
+                return {"reload": "unknown", "error": "still reloading", "pid": os.getpid()}
+        if request.refusal is None:
+            return {"reload": "done", "pid": os.getpid()}
+        return {"reload": "refused", "error": request.refusal, "pid": os.getpid()}
 
 
 def query(path: str, timeout_s: float = QUERY_TIMEOUT_S) -> dict[str, object]:
@@ -96,14 +125,25 @@ def query(path: str, timeout_s: float = QUERY_TIMEOUT_S) -> dict[str, object]:
     return answer
 
 
-def _ask(path: str, timeout_s: float) -> bytes:
+def ask_reload(path: str, timeout_s: float = RELOAD_TIMEOUT_S + 5) -> tuple[str | None, int]:
+    """Have the daemon behind `path` reload: (None, its PID) once applied, or (why not, PID)."""
+    answer = _parse(path, _ask(path, timeout_s, b"reload"))
+    outcome, error, pid = answer.get("reload"), answer.get("error"), answer.get("pid")
+    if not isinstance(pid, int) or outcome not in ("done", "refused", "unknown"):
+        raise ZaggdError(f"{path}: the daemon does not take reloads over its control socket")
+    if outcome == "done":
+        return None, pid
+    return str(error), pid
+
+
+def _ask(path: str, timeout_s: float, request: bytes = b"status") -> bytes:
     deadline = time.monotonic() + timeout_s
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     data = bytearray()
     try:
         sock.settimeout(timeout_s)
         sock.connect(path)
-        sock.sendall(b"status\n")
+        sock.sendall(request + b"\n")
         while chunk := _recv_until(sock, deadline):
             data += chunk
             if len(data) > MAX_ANSWER_BYTES:
@@ -114,11 +154,29 @@ def _ask(path: str, timeout_s: float) -> bytes:
         raise ZaggdError(f"{path}: no complete answer within {timeout_s:.0f} s") from None
     except FileNotFoundError:
         raise ZaggdError(f"{path}: no control socket (is the daemon running?)") from None
+    except PermissionError:
+        raise ZaggdError(f"{path}: Permission denied: {who_may_ask(path)}") from None
     except OSError as exc:
         raise ZaggdError(f"{path}: cannot ask the daemon: {exc.strerror or exc}") from None
     finally:
         sock.close()
     return bytes(data)
+
+
+def who_may_ask(path: str) -> str:
+    """Who may use the control socket at `path` (or in the folder `path` names)."""
+    owner = "its owner"
+    for candidate in (path, os.path.dirname(path)):
+        try:
+            uid = os.stat(candidate).st_uid
+        except OSError:
+            continue
+        try:
+            owner = f"user {pwd.getpwuid(uid).pw_name}"
+        except KeyError:
+            owner = f"uid {uid}"
+        break
+    return f"only root and {owner} (the daemon's user) may ask; try sudo"
 
 
 def _recv_until(sock: socket.socket, deadline: float) -> bytes:

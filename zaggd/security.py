@@ -42,13 +42,14 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import count
 
 import zmq
 from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
-from zaggd import wire
+from zaggd import runas, wire
 from zaggd.config import CollectorConfig, CurveConfig, ProducerConfig
 from zaggd.errors import KeyFileError, ZaggdError
 from zaggd.service import Worker
@@ -98,12 +99,19 @@ _PUBLIC_BANNER = """#   ****  Generated on {0} by zaggd keygen  ****
 # --- key files -------------------------------------------------------------------
 
 
-def keygen(dir: str, name: str) -> tuple[str, str]:
-    """Write DIR/NAME.key and DIR/NAME.key_secret (0600); returns their paths."""
+def keygen(dir: str, name: str, owner: str | None = None) -> tuple[str, str]:
+    """Write DIR/NAME.key and DIR/NAME.key_secret (0600); returns their paths.
+
+    With `owner`, both files belong to that user and its group from the
+    start (the service user, which must read its secret key).
+    """
     if not wire.NAME_RE.match(name):
         raise ZaggdError(
             f"{name!r}: a key name is a node name: letters, digits, '.', '_' or '-', at most 64"
         )
+    user = runas.lookup(owner) if owner is not None else None
+    if user is not None and os.geteuid() not in (0, user.uid):
+        raise ZaggdError(f"--owner {user.name}: giving files to another user needs root")
     public_path = os.path.join(dir, name + PUBLIC_SUFFIX)
     secret_path = os.path.join(dir, name + SECRET_SUFFIX)
     for path in (public_path, secret_path):
@@ -121,12 +129,13 @@ def keygen(dir: str, name: str) -> tuple[str, str]:
         secret_path,
         0o600,
         _SECRET_BANNER.format(now) + body + f'    secret-key = "{secret.decode()}"\n',
+        user,
     )
-    _write_new(public_path, 0o644, _PUBLIC_BANNER.format(now) + body)
+    _write_new(public_path, 0o644, _PUBLIC_BANNER.format(now) + body, user)
     return public_path, secret_path
 
 
-def _write_new(path: str, mode: int, text: str) -> None:
+def _write_new(path: str, mode: int, text: str, owner: runas.User | None = None) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except FileExistsError:
@@ -135,6 +144,8 @@ def _write_new(path: str, mode: int, text: str) -> None:
         raise KeyFileError(f"{path}: cannot create: {exc.strerror}") from None
     try:
         os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
+        if owner is not None:
+            os.fchown(fd, owner.uid, owner.gid)  # before a byte of the key is in it
         os.write(fd, text.encode("ascii"))
         os.fsync(fd)
     finally:
@@ -162,6 +173,9 @@ def _read_key_file(path: str, secret: bool) -> tuple[bytes, bytes | None]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise KeyFileError(f"{path}: key file not found") from None
+    except PermissionError as exc:
+        hint = runas.denied(path, "chown" if secret else "chmod a+r")
+        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror} {hint}") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from None
     try:
@@ -227,6 +241,9 @@ def load_allowlist(folder: str) -> dict[bytes, str]:
         raise KeyFileError(f"{folder}: allow_dir not found") from None
     except NotADirectoryError:
         raise KeyFileError(f"{folder}: allow_dir is not a folder") from None
+    except PermissionError as exc:
+        hint = runas.denied(folder, "chmod a+rx")
+        raise KeyFileError(f"{folder}: cannot read allow_dir: {exc.strerror} {hint}") from None
     except OSError as exc:
         raise KeyFileError(f"{folder}: cannot read allow_dir: {exc.strerror}") from None
     # Whoever can write here can let any client in.
@@ -435,13 +452,55 @@ def message_node(msg: wire.Message) -> str:
     return msg.node
 
 
-def reload_allowlist(context: zmq.Context | None) -> bool:  # type: ignore[type-arg]
+@dataclass(frozen=True, slots=True)
+class AllowlistChange:
+    """The names a re-read of allow_dir added and removed."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+def reload_allowlist(context: zmq.Context | None) -> AllowlistChange:  # type: ignore[type-arg]
     """Re-read allow_dir (SIGHUP); on a bad key file keep the running allowlist and log why.
 
-    True when keys were removed: their holders, still connected, must be dropped.
+    What changed: the holders of removed keys, still connected, must be dropped.
+    A change is logged with the names added and removed; no change, nothing.
     """
     auth = _authenticators.get(context) if context is not None else None
-    return auth is not None and auth.reload()
+    return auth.reload() if auth is not None else AllowlistChange()
+
+
+def same_allow_dir(old: CurveConfig | None, new: CurveConfig | None) -> bool:
+    """Whether a reload keeps CURVE on with the same allow_dir (so re-read it in place).
+
+    Another folder is taken when the sockets are made anew; with CURVE
+    turned off there is no allowlist to speak of.
+    """
+    return (
+        old is not None
+        and new is not None
+        and old.allow_dir is not None
+        and old.allow_dir == new.allow_dir
+    )
+
+
+def describe_curve(curve: CurveConfig | None, binds: bool) -> str:
+    """One phrase for the start-up line and reloads: whether CURVE is on, and its keys."""
+    if curve is None:
+        return "CURVE off (connections neither encrypted nor authenticated)"
+    if binds:
+        try:
+            count = len(load_allowlist(curve.allow_dir)) if curve.allow_dir else 0
+        except KeyFileError:
+            count = 0
+        return (
+            f"CURVE on: key {curve.secret_key_file}, {count} client keys allowed "
+            f"in {curve.allow_dir}"
+        )
+    return f"CURVE on: key {curve.secret_key_file}, pinning {', '.join(curve.server_key_files)}"
 
 
 # --- the ZAP handler ----------------------------------------------------------------
@@ -540,18 +599,18 @@ class Authenticator(Worker):
             return None
         return name if isinstance(name, str) and name in self._names else None
 
-    def reload(self) -> bool:
-        """Re-read allow_dir; True when a key was removed (see reload_allowlist)."""
+    def reload(self) -> AllowlistChange:
+        """Re-read allow_dir; what changed (see reload_allowlist)."""
         with self._lock:
-            return bool(self._load(self.allow_dir, "reloaded"))
+            return self._load(self.allow_dir, "reloaded") or AllowlistChange()
 
     def use(self, allow_dir: str) -> None:
         with self._lock:
-            if self._load(allow_dir, "now") is not None:
+            if self._load(allow_dir, "now", always=True) is not None:
                 self.allow_dir = allow_dir
 
-    def _load(self, allow_dir: str, verb: str) -> set[str] | None:
-        """The names removed from the allowlist, or None when it could not be read."""
+    def _load(self, allow_dir: str, verb: str, always: bool = False) -> AllowlistChange | None:
+        """The names added and removed, or None when allow_dir could not be read."""
         try:
             allowed = load_allowlist(allow_dir)
         except KeyFileError as exc:
@@ -563,15 +622,17 @@ class Authenticator(Worker):
         # Whole-dict swaps: the ZAP thread reads either the old list or the new one.
         self.allowed = allowed
         self._names = frozenset(new)
-        log.info(
-            "allowlist %s: %s, %d keys (added: %s; removed: %s)",
-            verb,
-            allow_dir,
-            len(allowed),
-            ", ".join(sorted(new - old)) or "none",
-            ", ".join(sorted(old - new)) or "none",
-        )
-        return old - new
+        change = AllowlistChange(tuple(sorted(new - old)), tuple(sorted(old - new)))
+        if change or always:
+            log.info(
+                "allowlist %s: %s, %d keys (added: %s; removed: %s)",
+                verb,
+                allow_dir,
+                len(allowed),
+                ", ".join(change.added) or "none",
+                ", ".join(change.removed) or "none",
+            )
+        return change
 
     # The thread -----------------------------------------------------------------
 

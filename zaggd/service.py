@@ -6,6 +6,10 @@ and the SIGHUPs received during a reload make one more reload, not one each.
 It dispatches the event, refreshes STATUS= and sends WATCHDOG=1 only when
 every worker thread is alive and has made progress since the last ping.
 The SystemdNotifier is used from this loop alone.
+
+A reload asked for through `request_reload` (the control socket's `reload`,
+what the units' ExecReload= uses) learns how it ended: applied, or refused
+and why, so that `systemctl reload` fails when the daemon kept its config.
 """
 
 from __future__ import annotations
@@ -57,8 +61,23 @@ class Worker(threading.Thread):
 class Daemon(Protocol):
     def workers(self) -> list[Worker]: ...
     def status_line(self) -> str: ...
-    def reload(self) -> None: ...
+    def reload(self) -> str | None:
+        """Apply the config file anew; None when applied, else why it was refused."""
+        ...
+
     def shutdown(self) -> bool: ...
+
+
+class ReloadRequest:
+    """One asker waiting for a reload that starts after it asked, and its outcome."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.refusal: str | None = None
+
+    def finish(self, refusal: str | None) -> None:
+        self.refusal = refusal
+        self.done.set()
 
 
 class Service:
@@ -76,6 +95,9 @@ class Service:
         self._next_ping = 0.0
         self._last_progress: dict[str, int] = {}
         self._crashed = False
+        self._reload_lock = threading.Lock()
+        self._reload_requests: list[ReloadRequest] = []
+        self._refused_reload: str | None = None
 
     def install_signals(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.events.put("term"))
@@ -88,10 +110,29 @@ class Service:
     def notify(self, text: str) -> None:
         self.notifier.notify(text)
 
+    def request_reload(self) -> ReloadRequest:
+        """A reload like SIGHUP's, whose outcome the returned request receives (any thread)."""
+        request = ReloadRequest()
+        with self._reload_lock:
+            self._reload_requests.append(request)
+        self.events.put("hup")
+        return request
+
+    def _take_reload_requests(self) -> list[ReloadRequest]:
+        with self._reload_lock:
+            taken, self._reload_requests = self._reload_requests, []
+        return taken
+
+    def _status(self, daemon: Daemon) -> str:
+        line = daemon.status_line()
+        if self._refused_reload is not None:
+            line += f"; last reload refused: {self._refused_reload}"
+        return f"STATUS={line}"
+
     def run(self, daemon: Daemon) -> int:
         """Send READY=1 and loop until stopped; returns the exit status."""
         self.notify("READY=1")
-        self.notify(f"STATUS={daemon.status_line()}")
+        self.notify(self._status(daemon))
         log.info("ready")
         next_status = time.monotonic() + STATUS_INTERVAL_S
         while True:
@@ -105,7 +146,7 @@ class Service:
                 self._reload(daemon)
             now = time.monotonic()
             if now >= next_status:
-                self.notify(f"STATUS={daemon.status_line()}")
+                self.notify(self._status(daemon))
                 next_status = now + STATUS_INTERVAL_S
             if self._watchdog_s is not None and now >= self._next_ping:
                 if self._workers_progressing(daemon):
@@ -113,6 +154,8 @@ class Service:
                 # Twice per watchdog period, as sd_watchdog_enabled(3) advises; never faster than the loop.
                 self._next_ping = now + max(self._watchdog_s / 2 - 0.1, 0.9)
         self.notify("STOPPING=1")
+        for request in self._take_reload_requests():
+            request.finish("the daemon is stopping")
         log.info("stopping: draining and writing state")
         clean = daemon.shutdown()
         log.info("stopped")
@@ -141,17 +184,23 @@ class Service:
         return "hup" if "hup" in pending else ""
 
     def _reload(self, daemon: Daemon) -> None:
+        # Those who asked before this reload started get its outcome; later ones, the next.
+        requests = self._take_reload_requests()
         self.notify("RELOADING=1")
         self.notify(f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        refusal: str | None = "the reload failed (a bug); the daemon is stopping"
         try:
-            daemon.reload()
+            refusal = daemon.reload()
         except Exception:
             # Expected problems are refused inside reload(); this is a bug: stop cleanly.
             log.error("reload failed (a bug):\n%s", traceback.format_exc())
             self.crash("reload")
         finally:
+            self._refused_reload = refusal
+            for request in requests:
+                request.finish(refusal)
             self.notify("READY=1")
-            self.notify(f"STATUS={daemon.status_line()}")
+            self.notify(self._status(daemon))
 
     def _workers_progressing(self, daemon: Daemon) -> bool:
         healthy = True

@@ -14,6 +14,7 @@ a damaged file never gets as far as a traceback or a silent resend.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -44,6 +45,7 @@ def write_atomically(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
     try:
+        _take_folder_group(fd, folder)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -56,6 +58,15 @@ def write_atomically(path: str, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _take_folder_group(fd: int, folder: str) -> None:
+    """Give a new file its folder's group, as a setgid folder would: the collector's
+    output folders belong to the group that may read them (output.group)."""
+    gid = os.stat(folder).st_gid
+    if os.fstat(fd).st_gid != gid:
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, -1, gid)
 
 
 def write_in_state_dir(

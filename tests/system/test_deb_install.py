@@ -48,7 +48,7 @@ def test_postinst_makes_state_and_log_dirs(zaggd_installed: nspawn.Container) ->
     assert listing == [
         "/var/lib/zaggd/producer zaggd zaggd 750",
         "/var/lib/zaggd/collector zaggd zaggd 750",
-        "/var/log/zaggd zaggd zaggd 750",
+        "/var/log/zaggd zaggd zaggd 755",
     ]
 
 

@@ -54,6 +54,8 @@ subscribe:
 output:
   path: "/var/log/zaggd/{topic}/{node}.log"
   format: raw
+  group: adm
+  mode: 0640
 """
 
 WATCHDOG_DROPIN = """\
@@ -144,6 +146,110 @@ def test_appended_lines_arrive_at_the_collector(services: nspawn.Container) -> N
     wait_for_lines(c, "app", lines)
 
 
+def test_members_of_adm_read_the_aggregate_files_and_others_do_not(
+    services: nspawn.Container,
+) -> None:
+    """output.group adm, output.mode 0640: Debian's readers of logs read the output."""
+    c = services
+    c.run("id alice >/dev/null 2>&1 || useradd --no-create-home --groups adm alice")
+    path = f"/var/log/zaggd/app/{NODE}.log"
+    assert output_lines(c, "app"), "no output yet"
+    modes = c.run(f"stat -c '%U %G %a' /var/log/zaggd /var/log/zaggd/app {path}").stdout
+    assert modes.splitlines() == ["zaggd zaggd 755", "zaggd adm 750", "zaggd adm 640"]
+    read = c.run(["runuser", "-u", "alice", "--", "cat", path], check=False)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.splitlines() == output_lines(c, "app")
+    other = c.run(["runuser", "-u", "nobody", "--", "cat", path], check=False)
+    assert other.returncode != 0 and "Permission denied" in other.stderr
+
+
+def test_status_as_another_user_says_permission_denied_and_who_may_ask(
+    services: nspawn.Container,
+) -> None:
+    c = services
+    asked = c.run(["runuser", "-u", "nobody", "--", "zaggd", "status"], check=False)
+    assert (asked.returncode, asked.stderr) == (
+        2,
+        "zaggd: /var/lib/zaggd/collector: Permission denied: only root and user zaggd "
+        "(the daemon's user) may ask; try sudo\n",
+    )
+    named = c.run(
+        ["runuser", "-u", "nobody", "--", "zaggd", "status", "-c", "/etc/zaggd/producer.yaml"],
+        check=False,
+    )
+    assert (named.returncode, named.stderr) == (
+        2,
+        "zaggd: /var/lib/zaggd/producer/control.sock: Permission denied: only root and "
+        "user zaggd (the daemon's user) may ask; try sudo\n",
+    )
+    as_root = c.run(["zaggd", "status"])
+    assert f"producer {NODE}" in as_root.stdout and "collector" in as_root.stdout
+
+
+CURVE_YAML = """\
+node: web-01
+state_dir: /var/lib/zaggd/curve
+publish:
+  bind: ["tcp://127.0.0.1:7460"]
+  replay: "tcp://127.0.0.1:7461"
+  curve:
+    secret_key_file: /etc/zaggd/keys/{key}.key_secret
+    allow_dir: /etc/zaggd/keys/allowed
+sources:
+  - name: app
+    topic: app
+    paths: ["/var/log/app/*.log"]
+"""
+
+
+def test_a_secret_key_the_service_user_cannot_read_fails_check_config_with_the_fix(
+    services: nspawn.Container,
+) -> None:
+    """keygen as root makes a root-owned key: check-config (as root) checks it as user
+    zaggd and names the chown; keygen --owner zaggd makes one the service can use."""
+    c = services
+    unit = "zaggd-producer@curve.service"
+    c.run("install -d -m 0755 /etc/zaggd/keys/allowed")
+    made = c.run("zaggd keygen /etc/zaggd/keys web-01").stdout
+    assert "chown zaggd: /etc/zaggd/keys/web-01.key_secret" in made, made
+    c.write_file("/etc/zaggd/curve.yaml", CURVE_YAML.format(key="web-01"))
+    secret = "/etc/zaggd/keys/web-01.key_secret"
+    problem = (
+        f"{secret}: cannot read key file: Permission denied for user zaggd; "
+        f"run chown zaggd: {secret}"
+    )
+    check = c.run(["zaggd", "check-config", "/etc/zaggd/curve.yaml"], check=False)
+    assert (check.returncode, check.stderr) == (78, f"zaggd: {problem}\n")
+    # The daemon, as the unit runs it, says the same.
+    c.run(f"systemctl start {unit}", check=False, timeout_s=START_TIMEOUT_S)
+    assert nspawn.wait_until(lambda: show(c, unit, "ActiveState")["ActiveState"] == "failed", 30)
+    errors = [str(e["MESSAGE"]) for e in daemon_lines(c, unit) if e.get("PRIORITY") == "3"]
+    assert errors == [f"zaggd: {problem}"], journal_text(c)
+    c.run(f"systemctl reset-failed {unit}")
+
+    c.run("zaggd keygen --owner zaggd /etc/zaggd/keys web-02")
+    owners = c.run("stat -c '%U %G %a' /etc/zaggd/keys/web-02.key_secret").stdout
+    assert owners.split() == ["zaggd", "zaggd", "600"]
+    c.write_file("/etc/zaggd/curve.yaml", CURVE_YAML.format(key="web-02"))
+    check = c.run(["zaggd", "check-config", "/etc/zaggd/curve.yaml"], check=False)
+    assert (check.returncode, check.stdout) == (
+        0,
+        "/etc/zaggd/curve.yaml: valid producer config, readable by user zaggd\n",
+    ), check.stderr
+    try:
+        c.run(f"systemctl start {unit}", timeout_s=START_TIMEOUT_S)
+        assert show(c, unit, "ActiveState")["ActiveState"] == "active", journal_text(c)
+        started = [
+            str(e["MESSAGE"]) for e in daemon_lines(c, unit) if "started" in str(e.get("MESSAGE"))
+        ]
+        assert any("CURVE on" in line and "0 client keys allowed" in line for line in started), (
+            started
+        )
+    finally:
+        c.run(f"systemctl stop {unit}", check=False, timeout_s=60)
+        c.run("rm -rf /etc/zaggd/keys /etc/zaggd/curve.yaml /var/lib/zaggd/curve")
+
+
 def test_reload_applies_a_new_source(services: nspawn.Container) -> None:
     c = services
     pid_before = show(c, PRODUCER, "MainPID")["MainPID"]
@@ -158,31 +264,46 @@ def test_reload_applies_a_new_source(services: nspawn.Container) -> None:
     assert show(c, PRODUCER, "MainPID")["MainPID"] == pid_before, "reload restarted the producer"
 
 
-def test_bad_config_on_reload_logs_an_error_and_keeps_running(
-    services: nspawn.Container,
+@pytest.mark.parametrize(
+    ("unit", "config", "break_it"),
+    [
+        (PRODUCER, "producer.yaml", ("paths: [", "paths: 7 #[")),
+        (COLLECTOR, "collector.yaml", ("format: raw", "format: rawish")),
+        # A config that loads, refused by the daemon itself.
+        (PRODUCER, "producer.yaml", (f"node: {NODE}", "node: renamed")),
+    ],
+)
+def test_a_refused_reload_fails_systemctl_reload_and_keeps_running(
+    services: nspawn.Container, unit: str, config: str, break_it: tuple[str, str]
 ) -> None:
-    """An error line (<3> on stderr) lands in the journal with PRIORITY=3."""
+    """`systemctl reload` exits non-zero and says so; the reason is in the journal at
+    PRIORITY=3 and in `systemctl status`; the daemon keeps running its config."""
     c = services
-    pid = show(c, PRODUCER, "MainPID")["MainPID"]
-    good = (c.root / "etc/zaggd/producer.yaml").read_text()
-    c.write_file("/etc/zaggd/producer.yaml", good.replace("paths: [", "paths: 7 #["))
+    pid = show(c, unit, "MainPID")["MainPID"]
+    good = (c.root / "etc/zaggd" / config).read_text()
+    c.write_file(f"/etc/zaggd/{config}", good.replace(*break_it))
     try:
-        c.run(f"systemctl reload {PRODUCER}", timeout_s=START_TIMEOUT_S)
+        reload = c.run(f"systemctl reload {unit}", check=False, timeout_s=START_TIMEOUT_S)
+        assert reload.returncode != 0, f"a refused reload looked like success\n{journal_text(c)}"
+        assert f"Job for {unit} failed" in reload.stderr, reload.stderr
 
         def error_logged() -> bool:
             return any(
-                e.get("PRIORITY") == "3" and "producer.yaml" in str(e.get("MESSAGE"))
-                for e in daemon_lines(c, PRODUCER)
+                e.get("PRIORITY") == "3"
+                and "reload refused, keeping the running config" in str(e.get("MESSAGE"))
+                and config in str(e.get("MESSAGE"))
+                for e in daemon_lines(c, unit)
             )
 
         assert nspawn.wait_until(error_logged, timeout_s=15), journal_text(c)
-        assert show(c, PRODUCER, "ActiveState", "MainPID") == {
-            "ActiveState": "active",
-            "MainPID": pid,
-        }
+        props = show(c, unit, "ActiveState", "MainPID", "StatusText")
+        assert props["ActiveState"] == "active" and props["MainPID"] == pid, props
+        assert "last reload refused" in props["StatusText"], props
     finally:
-        c.write_file("/etc/zaggd/producer.yaml", good)
-        c.run(f"systemctl reload {PRODUCER}", timeout_s=START_TIMEOUT_S)
+        c.write_file(f"/etc/zaggd/{config}", good)
+    # A good reload succeeds, and says so no more.
+    c.run(f"systemctl reload {unit}", timeout_s=START_TIMEOUT_S)
+    assert "refused" not in show(c, unit, "StatusText")["StatusText"]
     # The running config was kept: lines still flow.
     lines = [f"after bad reload {i}" for i in range(10)]
     append_lines(c, "/var/log/app/a.log", lines)

@@ -28,6 +28,7 @@ from zaggd.errors import ZaggdError
 from zaggd.lock import Locks
 from zaggd.logs import shown
 from zaggd.metrics import COLLECTOR_COUNTERS, Counters, Rate
+from zaggd.security import AllowlistChange, describe_curve, reload_allowlist, same_allow_dir
 from zaggd.service import Service, Worker, stop_threads
 from zaggd.statefile import ensure_dir
 
@@ -74,15 +75,19 @@ class Collector:
             raise self.subscriber.error
         cfg = self.config
         self.control = ControlServer(
-            os.path.join(cfg.state_dir, SOCKET_NAME), self.snapshot, self.service.crash
+            os.path.join(cfg.state_dir, SOCKET_NAME),
+            self.snapshot,
+            self.service.crash,
+            self.service.request_reload,
         )
         self.control.start()
         log.info(
-            "collector started: %s on %s, topics %s, writing %s",
+            "collector started: %s on %s, topics %s, writing %s; %s",
             "bound" if cfg.subscribe.bind else "connected",
             ", ".join(self.subscriber.bound or cfg.subscribe.connect),
             ", ".join(repr(t) for t in cfg.subscribe.topics),
             shown(cfg.output.path),
+            describe_curve(cfg.subscribe.curve, bool(cfg.subscribe.bind)),
         )
 
     def workers(self) -> list[Worker]:
@@ -113,41 +118,47 @@ class Collector:
             **snap,
         }
 
-    def reload(self) -> None:
+    def reload(self) -> str | None:
         """Apply the config file anew, or refuse it whole and keep the running one.
 
         Everything check-config checks (key files included) and the output's
         folders are checked before anything changes; a new subscriber that
-        cannot start gives way to the running config's again.
+        cannot start gives way to the running config's again. A refusal is
+        logged and returned.
         """
         try:
-            self._reload()
+            return self._reload()
         finally:
             # A new output folder's lock was taken before the switch; the one not in use goes.
             self.locks.keep_only((self.config.state_dir, output_root(self.config.output.path)))
 
-    def _reload(self) -> None:
+    def _reload(self) -> str | None:
         try:
             new = self._checked(self.config.path)
         except ZaggdError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
-            return
-        if self.config.subscribe.curve is not None:
-            from zaggd.security import reload_allowlist
-
+            return str(exc)
+        old = self.config
+        allowlist = AllowlistChange()
+        if same_allow_dir(old.subscribe.curve, new.subscribe.curve):
             # Keys may come and go with the config unchanged.
-            if reload_allowlist(self.context) and self.config.subscribe.bind and self.subscriber:
+            allowlist = reload_allowlist(self.context)
+            if allowlist.removed and old.subscribe.bind and self.subscriber:
                 log.info("keys left the allowlist: dropping every producer connection")
                 self.subscriber.drop_clients.set()
-        if new == self.config:
-            log.info("reloaded %s: nothing changed", shown(new.path))
-            return
+        if new == old:
+            what = "the allowlist changed, the config did not" if allowlist else "nothing changed"
+            log.info("reloaded %s: %s", shown(new.path), what)
+            return None
         # Sockets and routes change on the subscriber's own thread, between two messages.
         error = self._restart_subscriber(new)
         if error is not None:
             log.error("reload refused, keeping the running config: %s", error)
-            return
+            return str(error)
+        if new.subscribe.curve != old.subscribe.curve:
+            log.info("reload: %s", describe_curve(new.subscribe.curve, bool(new.subscribe.bind)))
         log.info("reloaded %s", shown(new.path))
+        return None
 
     def _checked(self, path: str) -> CollectorConfig:
         """The new config, checked as check-config does; ZaggdError when it cannot be used."""

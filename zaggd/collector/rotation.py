@@ -55,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from zaggd.collector.access import keep_access
 from zaggd.collector.liveindex import (
     INDEX_SUFFIX,
     LiveIndex,
@@ -207,6 +208,7 @@ def seal(intent: dict[str, Any], tick: Callable[[], None]) -> Manifest:
                 out_fd = os.open(
                     tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, st.st_mode & 0o777
                 )
+                keep_access(out_fd, st)  # readable by whoever could read the live file
                 # wbits 31: a gzip stream (header and CRC), readable by gzip, zcat, Python.
                 deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
             while chunk := src.read(CHUNK_BYTES):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from typing import Any
 
+from zaggd.collector.access import OutputAccess
 from zaggd.collector.liveindex import IndexJob
 from zaggd.config import OutputConfig, OutputFormat
 from zaggd.errors import ZaggdError
@@ -136,6 +137,7 @@ class Writer:
     def __init__(self, output: OutputConfig) -> None:
         self.output = output
         self.root = output_root(output.path)
+        self.access = OutputAccess(output, self.root)
         self.files: dict[str, OutFile] = {}
         self.known: dict[str, KnownFile] = {}  # live files found at start, not open yet
         self._routes: dict[tuple[bytes, str, str, str], str] = {}
@@ -151,6 +153,7 @@ class Writer:
             ) from None
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise ZaggdError(f"{self.root}: the output folder is not writable by this user")
+        self.access.check()
 
     def route(self, topic: bytes, node: str, source: str, now: float) -> str:
         date = time.strftime("%Y-%m-%d", time.gmtime(now))
@@ -197,13 +200,14 @@ class Writer:
         if out is not None:
             return out
         folder = os.path.dirname(path)
-        os.makedirs(folder, mode=0o750, exist_ok=True)
+        self.access.make_folders(folder)
         if folder not in self._marked:
             mark_output_folder(folder)
             self._marked.add(folder)
         is_new = not os.path.exists(path)
         # Unbuffered: each block is one write(2), visible to readers at once (latency).
         fh = open(path, "ab", buffering=0)  # noqa: SIM115 - kept open across writes
+        self.access.set_file(fh.fileno())
         if is_new:
             _fsync_dir(folder)  # the checkpoint will name this file: it must survive a power loss
         st = os.fstat(fh.fileno())

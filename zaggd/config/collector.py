@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from yaml.nodes import ScalarNode
 
 from zaggd.config.messages import quote
 from zaggd.config.model import (
@@ -163,6 +166,55 @@ class OutputPath(ValueType):
         return "path template"
 
 
+_OCTAL_MODE_RE = re.compile(r"0o?([0-7]{3})")
+
+
+@dataclass(frozen=True, slots=True)
+class FileMode(ValueType):
+    """An output file's mode, written in octal (0640): the owner reads and writes, nobody
+    executes. A number not written in octal is refused rather than guessed at."""
+
+    def read(self, val: Val) -> int:
+        what = "an octal file mode such as 0640 (owner rw, group r)"
+        node = val.node
+        written = str(node.value) if isinstance(node, ScalarNode) else ""
+        match = _OCTAL_MODE_RE.fullmatch(written)
+        if match is None:
+            val.fail(f"expected {what}, got {val.shown}")
+        mode = int(match[1], 8)
+        if mode & 0o111 or (mode & 0o600) != 0o600:
+            val.fail(f"expected {what}: the owner reads and writes, nobody executes; got {written}")
+        return mode
+
+    def json(self) -> dict[str, Any]:
+        return {"type": ["string", "integer"], "pattern": "^0o?[0-7]{3}$"}
+
+    def describe(self) -> str:
+        return "octal mode"
+
+    def show(self, value: Any) -> Any:
+        return f"0{value:o}"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupName(ValueType):
+    """A group that exists on this host."""
+
+    def read(self, val: Val) -> str:
+        name = text(val, "a group name, such as adm")
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            val.fail(f"no group {name!r} on this host")
+        return name
+
+    def json(self) -> dict[str, Any]:
+        return {"type": "string", "minLength": 1}
+
+    def describe(self) -> str:
+        return "group name"
+
+
 ROTATE = Section(
     (
         Key(
@@ -226,6 +278,19 @@ OUTPUT = Section(
             ROTATE,
             "rotation by size and time, compression and retention (below)",
             default=RotateConfig(),
+        ),
+        Key(
+            "group",
+            GroupName(),
+            "group of the output's files and folders, so that its members may read them "
+            "(`adm` as shipped); the collector must be in it (units: `SupplementaryGroups=`); "
+            "none: the collector's own",
+        ),
+        Key(
+            "mode",
+            FileMode(),
+            "mode of the output files, in octal; folders get `x` where files get `r`",
+            default=0o640,
         ),
     ),
     build=lambda values: OutputConfig(**values.fields()),

@@ -132,6 +132,10 @@ class OutputConfig:
     rotate: RotateConfig = field(default_factory=RotateConfig)
     fsync: FsyncPolicy = FsyncPolicy.INTERVAL
     fsync_interval_s: float = 1.0
+    # Who may read the output: the group its files and folders get (None: the
+    # collector's own), and the files' mode (folders get x where files get r).
+    group: str | None = None
+    mode: int = 0o640
 
 
 @dataclass(frozen=True, slots=True)

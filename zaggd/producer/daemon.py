@@ -27,6 +27,7 @@ from zaggd.producer.publisher import PublisherThread
 from zaggd.producer.replay import ReplayServer
 from zaggd.producer.streams import Registry
 from zaggd.producer.tailing import TailerThread
+from zaggd.security import describe_curve, same_allow_dir
 from zaggd.service import Service, Worker, stop_threads
 from zaggd.statefile import ensure_dir
 
@@ -79,15 +80,19 @@ class Producer:
         if not self.tailer.first_scan_done.wait(START_TIMEOUT_S):
             raise ZaggdError("the first scan of the watched folders did not finish in time")
         self.control = ControlServer(
-            os.path.join(cfg.state_dir, SOCKET_NAME), self.snapshot, self.service.crash
+            os.path.join(cfg.state_dir, SOCKET_NAME),
+            self.snapshot,
+            self.service.crash,
+            self.service.request_reload,
         )
         self.control.start()
         log.info(
-            "producer %s started: %d sources, %d streams, publishing on %s",
+            "producer %s started: %d sources, %d streams, publishing on %s; %s",
             cfg.node,
             len(cfg.sources),
             len(self.tailer.manager.tailers),
             ", ".join(self.publisher.bound or cfg.publish.connect),
+            describe_curve(cfg.publish.curve, bool(cfg.publish.bind)),
         )
 
     def _start_sockets(self, publish: PublishConfig) -> None:
@@ -150,29 +155,33 @@ class Producer:
             **snap,
         }
 
-    def reload(self) -> None:
+    def reload(self) -> str | None:
         """Apply the config file anew, or refuse it whole and keep the running one.
 
         Everything check-config checks (key files included) is checked before
         anything changes; new endpoints that cannot be taken roll back to the
-        running ones. Either way one line says what happened.
+        running ones. Either way one line says what happened; a refusal is
+        also returned.
         """
         try:
             new = self._checked(self.config.path)
         except ZaggdError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
-            return
+            return str(exc)
         old = self.config
-        if old.publish.curve is not None:
+        if same_allow_dir(old.publish.curve, new.publish.curve):
             self._reload_allowlist(new)
         if new.publish != old.publish:
             error = self._restart_sockets(new)
             if error is not None:
                 log.error("reload refused, keeping the running config: %s", error)
-                return
+                return str(error)
+            if new.publish.curve != old.publish.curve:
+                log.info("reload: %s", describe_curve(new.publish.curve, bool(new.publish.bind)))
         self.config = new
         self._apply_sources(new)
         log.info("reloaded %s: %d sources", shown(new.path), len(new.sources))
+        return None
 
     def _checked(self, path: str) -> ProducerConfig:
         """The new config, checked as check-config does; ZaggdError when it cannot be used."""
@@ -188,7 +197,7 @@ class Producer:
         from zaggd.security import reload_allowlist
 
         # Keys may come and go with the config unchanged.
-        removed = reload_allowlist(self.context)
+        removed = reload_allowlist(self.context).removed
         if removed and new.publish == self.config.publish and new.publish.bind:
             log.info("keys left the allowlist: dropping every collector connection")
             for thread in (self.publisher, self.replay):
