@@ -22,10 +22,24 @@ def run(*argv: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def see_these_dependencies(venv: Path) -> None:
+    """Let `venv` import what this interpreter can (when the tests run in a venv of their
+    own, as scripts/test.sh runs them, --system-site-packages shows only the base's)."""
+    inner = run(
+        venv / "bin" / "python",
+        "-c",
+        "import sysconfig; print(sysconfig.get_path('purelib'))",
+        cwd=venv,
+    ).stdout.strip()
+    paths = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    (Path(inner) / "outer-site.pth").write_text("".join(f"{p}\n" for p in paths))
+
+
 def test_pip_install_of_the_tree_gives_a_working_zaggd_command(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     made = run(sys.executable, "-m", "venv", "--system-site-packages", venv, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
+    see_these_dependencies(venv)
     pip = run(
         venv / "bin" / "python",
         "-m",

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers import (
@@ -425,3 +428,35 @@ def test_a_port_in_use_at_start_is_one_line_and_exit_2_for_a_restart(tmp_path: P
     assert r.stderr.splitlines()[-1] == (
         f"zaggd: cannot bind tcp://127.0.0.1:{port}: Address already in use"
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="asking as another user needs root")
+def test_status_as_another_user_says_permission_denied_and_who_may_ask() -> None:
+    """As the packages lay it out: a state folder 0750 and a socket 0600, both root's here
+    (zaggd's under the units); asked by user nobody."""
+    from zaggd import runas
+    from zaggd.cli import find_sockets
+    from zaggd.control import query
+
+    root = Path(tempfile.mkdtemp(prefix="zaggd-status-"))
+    try:
+        root.chmod(0o755)
+        (root / "producer").mkdir(mode=0o750)
+        (root / "collector").mkdir(mode=0o750)
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = root / "collector" / "control.sock"
+        listening.bind(str(sock))
+        sock.chmod(0o600)
+        nobody = runas.lookup("nobody")
+        assert runas.run_as(nobody, lambda: find_sockets(str(root))) == (
+            f"{root}/collector: Permission denied: only root and user root "
+            "(the daemon's user) may ask; try sudo"
+        )
+        (root / "collector").chmod(0o755)  # the folder open, the socket still 0600
+        assert runas.run_as(nobody, lambda: query(str(sock))) == (
+            f"{sock}: Permission denied: only root and user root (the daemon's user) may ask; "
+            "try sudo"
+        )
+        listening.close()
+    finally:
+        shutil.rmtree(root)
