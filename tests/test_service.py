@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -83,6 +84,48 @@ def test_notify_protocol_order(tmp_path: Path) -> None:
         assert seq[-1] == "STOPPING"
         status = [m for m in producer.notify.messages if m.startswith("STATUS=")]
         assert "streams" in status[0] and "lines/s" in status[0] and "lag" in status[0]
+    finally:
+        stop_all(producer, collector)
+
+
+def test_the_status_sent_with_ready_counts_the_streams_of_the_first_scan(
+    tmp_path: Path,
+) -> None:
+    """`systemctl status` right after start shows what the first scan opened."""
+    producer, collector, logs = bound_pair(tmp_path)
+    for name in ("a.log", "b.log"):
+        (logs / name).write_bytes(b"x\n")
+    try:
+        producer.start()
+        assert producer.notify is not None
+        wait_until(lambda: producer.notify.has("STATUS="), 10)
+        first = next(m for m in producer.notify.poll() if m.startswith("STATUS="))
+        assert first.startswith("STATUS=2 streams (2 open), "), first
+    finally:
+        stop_all(producer, collector)
+
+
+def test_status_names_a_rotated_stream_where_its_file_is_now(tmp_path: Path) -> None:
+    """app.log -> app.log.1 -> app.log.2 -> app.log.2.gz (logrotate's delaycompress):
+    `zaggd status` follows it to the compressed copy."""
+    producer, collector, logs = bound_pair(tmp_path)
+    log = logs / "app.log"
+    log.write_bytes(b"first file line\n" * 10)
+    try:
+        producer.start()
+
+        def paths() -> dict[str, str]:
+            return {row["stream"]: row["path"] for row in producer.status()["streams_detail"]}
+
+        (stream,) = wait_until(paths, 10)
+        os.rename(log, logs / "app.log.1")
+        log.write_bytes(b"second file line\n")
+        wait_until(lambda: paths().get(stream) == str(logs / "app.log.1"), 15)
+        os.rename(logs / "app.log.1", logs / "app.log.2")
+        with open(logs / "app.log.2", "rb") as plain, gzip.open(logs / "app.log.2.gz", "wb") as gz:
+            gz.write(plain.read())
+        os.unlink(logs / "app.log.2")
+        wait_until(lambda: paths().get(stream) == str(logs / "app.log.2.gz"), 15)
     finally:
         stop_all(producer, collector)
 

@@ -31,6 +31,7 @@ from zaggd.producer.offsets import OffsetStore, StoredState
 from zaggd.producer.publisher import Outgoing, PublisherThread
 from zaggd.producer.streams import Announce, Registry, Retire, StreamManager
 from zaggd.producer.tailer import Block, Tailer
+from zaggd.producer.whereabouts import current_path
 from zaggd.service import Worker
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class TailerThread(Worker):
             self.manager.rescan()
             # At once: a restart before the first interval must not be a "first start" again.
             self.save_state()
+            self._refresh_snapshot()  # the STATUS= sent with READY=1 counts what was found
         finally:
             self.first_scan_done.set()
         try:
@@ -235,7 +237,7 @@ class TailerThread(Worker):
                 {
                     "stream": t.stream,
                     "source": t.source,
-                    "path": t.path,
+                    "path": t.path if t.fd is not None else current_path(t.path, t.file_id),
                     "offset": t.offset,
                     "rotated": t.rotated,
                     "finished": t.finished,
