@@ -285,3 +285,7 @@ def print_status(answer: dict[str, object]) -> None:
         for row in streams:
             if isinstance(row, dict):
                 print(f"  {text(row.get('stream'))}  " + "  ".join(text(row.get(k)) for k in keys))
+    unreadable = answer.get("unreadable_files")
+    if isinstance(unreadable, list):
+        for path in unreadable:
+            print(f"  cannot read (Permission denied; see the log): {text(path)}")

@@ -105,7 +105,8 @@ class Collector:
         return (
             f"{snap.get('streams', 0)} streams from {snap.get('nodes', 0)} nodes, "
             f"{rate:.0f} lines/s, lag {snap.get('lag_bytes', 0)} bytes, "
-            f"gaps {self.counters.get('gaps_found')}, lost {self.counters.get('bytes_lost')} bytes"
+            f"gaps {snap.get('gaps_open', 0)} open ({self.counters.get('gaps_found')} found), "
+            f"lost {self.counters.get('bytes_lost')} bytes"
         )
 
     def snapshot(self) -> dict[str, object]:

@@ -142,6 +142,8 @@ class SubscriberThread(Worker):
         self.final_checkpoint_failed = False
         self._next_checkpoint = 0.0
         self._gap_logged: dict[tuple[str, str], float] = {}
+        # Per open gap: where it began, and its bytes since: replayed, lost, never sent.
+        self._gap_fill: dict[tuple[str, str], list[int]] = {}
         self.calls: list[Callable[[], None]] = []
         self.snapshot: dict[str, Any] = {}
         self.forget_after_s = FORGET_AFTER_S
@@ -513,6 +515,8 @@ class SubscriberThread(Worker):
         self._write(st, block, lines, start, h.end, exact)
         if from_replay:
             self.counters.add("bytes_repaired", len(block))
+        if (filling := self._gap_fill.get((st.node, st.stream))) is not None:
+            filling[1 if block else 3] += len(block) if block else h.end - start
         st.expected = h.end
         st.known_end = max(st.known_end, h.end)
         if st.has_gap():
@@ -550,6 +554,7 @@ class SubscriberThread(Worker):
         key = (st.node, st.stream)
         if key not in self.gapped:
             self.gapped.add(key)
+            self._gap_fill[key] = [st.expected, 0, 0, 0]
             self.counters.add("gaps_found")
             now = time.monotonic()
             self.catchup.gap_opened(st, now)
@@ -569,7 +574,16 @@ class SubscriberThread(Worker):
         if key in self.gapped:
             self.gapped.discard(key)
             st.replay_until = 0
-            log.debug("gap filled: node %s stream %s at %d", st.node, st.stream, st.expected)
+            start, filled, lost, unsent = self._gap_fill.pop(key, [st.expected, 0, 0, 0])
+            log.info(
+                "gap closed: node %s stream %s %s range %d-%d: %s",
+                st.node,
+                st.stream,
+                shown(st.path),
+                start,
+                st.expected,
+                gap_filled_by(filled, lost, unsent),
+            )
 
     def _gone(self, msg: wire.Gone) -> None:
         st = self.streams.get((msg.node, msg.stream))
@@ -577,6 +591,8 @@ class SubscriberThread(Worker):
             return
         lost = msg.end - st.expected
         self.counters.add("bytes_lost", lost)
+        if (filling := self._gap_fill.get((st.node, st.stream))) is not None:
+            filling[2] += lost
         log.warning(
             "bytes lost: node %s stream %s %s range %d-%d (%d bytes): %s",
             st.node,
@@ -645,6 +661,7 @@ class SubscriberThread(Worker):
                 node.streams -= 1
                 self.gapped.discard(key)
                 self._gap_logged.pop(key, None)
+                self._gap_fill.pop(key, None)
                 self.counters.add("streams_forgotten")
                 log.info(
                     "stream forgotten: node %s stream %s %s, retired by its producer "
@@ -697,6 +714,7 @@ class SubscriberThread(Worker):
             st = self.streams.get(key)
             if st is None or not st.has_gap():
                 self.gapped.discard(key)
+                self._gap_fill.pop(key, None)
                 continue
             if st.replay_until > st.expected and now - st.replay_asked_at < REPLAY_TIMEOUT_S:
                 in_flight += 1
@@ -876,3 +894,18 @@ class SubscriberThread(Worker):
                 for st in list(self.streams.values())[:1000]
             ],
         }
+
+
+def gap_filled_by(filled_bytes: int, lost_bytes: int, unsent_bytes: int) -> str:
+    """How a gap closed, for its log line."""
+    parts = []
+    if filled_bytes:
+        parts.append(f"{filled_bytes} bytes filled by replay")
+    if unsent_bytes:
+        parts.append(
+            f"{unsent_bytes} bytes the producer never sent (before where it started "
+            "reading, start_at: end; or lines it skipped)"
+        )
+    if lost_bytes:
+        parts.append(f"{lost_bytes} bytes lost (see above)")
+    return "; ".join(parts) or "nothing was missing"

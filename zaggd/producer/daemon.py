@@ -140,6 +140,8 @@ class Producer:
             f"{rate:.0f} lines/s, lag {snap.get('lag_bytes', 0)} bytes, "
             f"{lines_out} lines sent, lost {self.counters.get('bytes_lost')} bytes"
         )
+        if snap.get("unreadable"):
+            line += f", {snap['unreadable']} files unreadable (see zaggd status)"
         watching = snap.get("watching", "inotify")
         return line if watching == "inotify" else f"{line}; watching: {watching}"
 

@@ -75,6 +75,7 @@ from zaggd.producer.offsets import StoredState, StreamRecord, new_id
 from zaggd.producer.outputs import CollectorOutputs
 from zaggd.producer.scanner import Found, Scanner, scan, watched_folders
 from zaggd.producer.tailer import Block, Tailer
+from zaggd.producer.unreadable import UNREADABLE
 
 __all__ = ["COMPRESSED_SUFFIXES", "is_compressed"]
 
@@ -1299,10 +1300,14 @@ def _open_regular(path: str) -> int | None:
     """An fd on the regular file at `path` (never through a symlink), or None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except PermissionError:
+        UNREADABLE.denied(path)  # once per file, with the fix
+        return None
     except OSError as exc:
         if exc.errno not in (errno.ENOENT, errno.ELOOP):
             log.warning("cannot open %s: %s", shown(path), exc.strerror)
         return None
+    UNREADABLE.opened(path)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         return None

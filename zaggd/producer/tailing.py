@@ -31,6 +31,7 @@ from zaggd.producer.offsets import OffsetStore, StoredState
 from zaggd.producer.publisher import Outgoing, PublisherThread
 from zaggd.producer.streams import Announce, Registry, Retire, StreamManager
 from zaggd.producer.tailer import Block, Tailer
+from zaggd.producer.unreadable import UNREADABLE
 from zaggd.producer.whereabouts import current_path
 from zaggd.service import Worker
 
@@ -231,8 +232,10 @@ class TailerThread(Worker):
             "open": m.open_handles(),
             "lag_bytes": m.lag_bytes(),
             "watching": self.discovery.watching,
+            "unreadable": len(UNREADABLE.paths()),
         }
         if detail:
+            snapshot["unreadable_files"] = UNREADABLE.paths()[:100]
             snapshot["streams_detail"] = [
                 {
                     "stream": t.stream,
