@@ -278,6 +278,9 @@ def print_status(answer: dict[str, object]) -> None:
         width = max((len(text(k)) for k in counters), default=0)
         for name, value in sorted(counters.items()):
             print(f"  {text(name):<{width}}  {text(value)}")
+    for key in ("collectors", "no_collector_for_s", "curve_refused"):
+        if key in answer:  # who hears a producer
+            print(f"  {key}  {text(answer[key])}")
     streams = answer.get("streams_detail")
     if isinstance(streams, list) and streams:
         keys = [k for k in streams[0] if k != "stream"]

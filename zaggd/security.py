@@ -503,6 +503,12 @@ def describe_curve(curve: CurveConfig | None, binds: bool) -> str:
     return f"CURVE on: key {curve.secret_key_file}, pinning {', '.join(curve.server_key_files)}"
 
 
+def refused_clients(context: zmq.Context | None) -> int | None:  # type: ignore[type-arg]
+    """How many CURVE handshakes the context's allowlist refused; None without one."""
+    auth = _authenticators.get(context) if context is not None else None
+    return auth.refused if auth is not None else None
+
+
 # --- the ZAP handler ----------------------------------------------------------------
 
 _authenticators: dict[object, Authenticator] = {}

@@ -140,6 +140,9 @@ class Producer:
             f"{rate:.0f} lines/s, lag {snap.get('lag_bytes', 0)} bytes, "
             f"{lines_out} lines sent, lost {self.counters.get('bytes_lost')} bytes"
         )
+        audience = self.publisher.audience if self.publisher is not None else None
+        if audience is not None:
+            line += f", {audience.collectors} collectors subscribed"
         if snap.get("unreadable"):
             line += f", {snap['unreadable']} files unreadable (see zaggd status)"
         watching = snap.get("watching", "inotify")
@@ -155,7 +158,22 @@ class Producer:
             "status": self.status_line(),
             "counters": self.counters.snapshot(),
             **snap,
+            **self._listeners(),
         }
+
+    def _listeners(self) -> dict[str, object]:
+        """Who hears this producer: collectors subscribed, and CURVE clients refused."""
+        from zaggd.security import refused_clients
+
+        found: dict[str, object] = {}
+        audience = self.publisher.audience if self.publisher is not None else None
+        if audience is not None:
+            found["collectors"] = audience.collectors
+            found["no_collector_for_s"] = round(audience.silent_s(time.monotonic()), 1)
+        refused = refused_clients(self.context)
+        if refused is not None:
+            found["curve_refused"] = refused
+        return found
 
     def reload(self) -> str | None:
         """Apply the config file anew, or refuse it whole and keep the running one.

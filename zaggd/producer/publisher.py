@@ -30,6 +30,7 @@ from zaggd import wire
 from zaggd.config import PublishConfig
 from zaggd.endpoints import apply_pgm, attach, is_multicast, rebind, send_waiting
 from zaggd.metrics import Counters
+from zaggd.producer.audience import Audience
 from zaggd.producer.laggards import Laggards, send_past_full
 from zaggd.producer.streams import Announce, Retire
 from zaggd.service import Worker
@@ -82,6 +83,7 @@ class PublisherThread(Worker):
         self.bound: list[str] = []
         self.drop_clients = threading.Event()  # set when keys left the allowlist
         self.laggards = Laggards(config.laggard_timeout_s, counters)
+        self.audience: Audience | None = None  # made once the endpoints are known
 
     def put(self, item: Item, stop: Callable[[], bool], tick: Callable[[], None]) -> bool:
         """Queue an item, waiting while the queue is full; False when stopping."""
@@ -130,6 +132,10 @@ class PublisherThread(Worker):
             apply_curve(sock, self.config.curve, self.config.bind != ())
             before_connect = pin_server_keys(sock, self.config.curve)
         self.bound = attach(sock, self.config.bind, self.config.connect, before_connect)
+        if not self._packed:  # multicast carries no subscriptions to count
+            where = ("bound on " + ", ".join(self.bound)) if self.bound else "connecting to "
+            where += ", ".join(self.config.connect)
+            self.audience = Audience(self.config.heartbeat_interval_s, where, time.monotonic())
 
     def _loop(self, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         interval_s = self.config.heartbeat_interval_s
@@ -139,6 +145,8 @@ class PublisherThread(Worker):
             self.tick()
             now = time.monotonic()
             self._drain_subscriptions(sock)
+            if self.audience is not None:
+                self.audience.update(self.laggards.collectors, now)
             if self._joined:
                 # A collector subscribed: tell it every stream's end soon.
                 self._joined = False

@@ -1,0 +1,82 @@
+"""A producer that nobody hears says so: in its log, once, and in its status.
+
+Real daemons. Heartbeats every 100 ms, so "a while" (30 heartbeats) is 3 s.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from tests.helpers import (
+    Daemon,
+    append_lines,
+    collector_config,
+    free_port,
+    producer_config,
+    stop_all,
+    wait_until,
+)
+from tests.test_reload import Pair, edit
+
+
+def warnings(daemon: Daemon) -> list[str]:
+    return [line for line in daemon.output().splitlines() if "no collector has subscribed" in line]
+
+
+def test_a_producer_with_no_collector_warns_once_and_says_when_one_comes(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    port, replay = free_port(), free_port()
+    pcfg = producer_config(
+        tmp_path,
+        "node1",
+        [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}],
+        {
+            "bind": [f"tcp://127.0.0.1:{port}"],
+            "replay": f"tcp://127.0.0.1:{replay}",
+            "heartbeat_interval": "100ms",
+        },
+    )
+    ccfg = collector_config(tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{port}"]})
+    producer, collector = Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
+    try:
+        producer.start()
+        append_lines(logs / "a.log", [b"heard by no one yet\n"])
+        wait_until(lambda: warnings(producer), 15)
+        assert " WARNING " in warnings(producer)[0]
+        assert f"bound on tcp://127.0.0.1:{port}" in warnings(producer)[0]
+        status = producer.status()
+        assert status["collectors"] == 0 and float(status["no_collector_for_s"]) >= 3
+        assert "0 collectors subscribed" in str(status["status"])
+
+        collector.start()
+        wait_until(lambda: producer.status()["collectors"] == 1, 15)
+        wait_until(lambda: "a collector listens again: 1 subscribed" in producer.output(), 5)
+        assert len(warnings(producer)) == 1
+
+        collector.stop()
+        wait_until(lambda: len(warnings(producer)) == 2, 15)  # once per silence
+    finally:
+        stop_all(producer, collector)
+
+
+def test_a_producer_whose_key_the_collector_revoked_says_no_one_hears_it(
+    tmp_path: Path,
+) -> None:
+    """The issue's walkthrough: the collector binds with CURVE, the producer's key is
+    removed from its allow_dir and the collector reloaded."""
+    pair = Pair.curve(tmp_path)
+    edit(pair.producer.config, lambda c: c["publish"].update(heartbeat_interval="100ms"))
+    try:
+        pair.start()
+        pair.lines_flow(10)
+        wait_until(lambda: pair.producer.status()["collectors"] == 1, 10)
+        (tmp_path / "allowed" / "web-01.key").unlink()
+        pair.collector.signal(signal.SIGHUP)
+        wait_until(lambda: warnings(pair.producer), 20)
+        assert pair.producer.status()["collectors"] == 0
+        assert "is this node's key in its allow_dir?" in warnings(pair.producer)[0]
+        assert "connecting to tcp://127.0.0.1:" in warnings(pair.producer)[0]
+    finally:
+        pair.stop()
