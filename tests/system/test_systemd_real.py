@@ -184,6 +184,7 @@ def test_status_as_another_user_says_permission_denied_and_who_may_ask(
     )
     as_root = c.run(["zaggd", "status"])
     assert f"producer {NODE}" in as_root.stdout and "collector" in as_root.stdout
+    assert "  collectors  1\n" in as_root.stdout, as_root.stdout  # who hears the producer
 
 
 CURVE_YAML = """\
@@ -322,6 +323,19 @@ def test_unreadable_file_is_a_warning_in_the_journal(services: nspawn.Container)
         )
 
     assert nspawn.wait_until(warned, timeout_s=30), journal_text(c)
+    # Once, naming the user, its groups and the fix; and listed in status.
+    status = c.run(["zaggd", "status", "-c", "/etc/zaggd/producer.yaml"]).stdout
+    assert "cannot read (Permission denied; see the log): /var/log/app/secret.log" in status
+    told = [
+        str(e["MESSAGE"])
+        for e in daemon_lines(c, PRODUCER)
+        if "secret.log" in str(e.get("MESSAGE"))
+    ]
+    assert told == [
+        "zaggd-tailer: cannot read /var/log/app/secret.log: Permission denied for user zaggd "
+        "(groups: adm, zaggd): it is root:root 0600; run chgrp adm /var/log/app/secret.log "
+        "and chmod g+r /var/log/app/secret.log"
+    ], told
 
 
 def test_daemon_lines_carry_no_raw_priority_prefix(services: nspawn.Container) -> None:

@@ -68,9 +68,11 @@ def _why(path: str) -> str:
         return who
     group = runas.group_names([st.st_gid])
     steps = []
-    if not st.st_mode & stat.S_IRGRP:
+    if st.st_gid == 0:  # never hand the producer group root: Debian's log readers are adm
+        steps.append(f"run chgrp adm {shown(path)} and chmod g+r {shown(path)}")
+    elif not st.st_mode & stat.S_IRGRP:
         steps.append(f"run chmod g+r {shown(path)}")
-    if st.st_gid not in gids:
+    if st.st_gid not in gids and st.st_gid != 0:
         groups = "adm" if group == "adm" else f"adm {group}"
         steps.append(
             f"add group {group} to the unit (systemctl edit zaggd-producer: "
