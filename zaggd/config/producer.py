@@ -183,7 +183,8 @@ SOURCE = Section(
         Key(
             "start_at",
             Choice.of(StartAt),
-            "for files found at the very first start: read them from the beginning or the end",
+            "for files found at the very first start: read them from the beginning or the end "
+            "(then collectors close the gap before that point with a line saying so)",
             default=StartAt.BEGINNING,
         ),
         Key(
