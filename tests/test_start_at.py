@@ -13,17 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import (
-    REPO,
-    Daemon,
-    append_lines,
-    collector_config,
-    free_port,
-    producer_config,
-    read_output_lines,
-    stop_all,
-    wait_until,
-)
+from tests.helpers import REPO, append_lines, read_output_lines, stop_all, tailing_pair, wait_until
+from tests.test_reload import edit
 
 
 def readme_default(key: str) -> str:
@@ -42,25 +33,15 @@ def test_the_shipped_producer_reads_from_where_the_readme_says() -> None:
 
 
 def test_a_gap_before_the_producers_start_closes_with_a_line_saying_so(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
+    log, producer, collector = tailing_pair(tmp_path, {})
+    edit(producer.config, lambda c: c["sources"][0].update(start_at="end"))
     old = b"old line one, before the start\nold line two\n"
-    (logs / "app.log").write_bytes(old)
-    port, replay = free_port(), free_port()
-    source = {"name": "app", "topic": "app", "paths": [f"{logs}/*.log"], "start_at": "end"}
-    pcfg = producer_config(
-        tmp_path,
-        "node1",
-        [source],
-        {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"},
-    )
-    ccfg = collector_config(tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{port}"]})
-    producer, collector = Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
+    log.write_bytes(old)
     try:
         producer.start()
         collector.start()
         wait_until(lambda: collector.status()["streams"] == 1, 20)
-        append_lines(logs / "app.log", [b"new line\n"])
+        append_lines(log, [b"new line\n"])
         wait_until(lambda: read_output_lines(tmp_path / "out-c1") == [b"new line\n"], 20)
         wait_until(lambda: "gap closed" in collector.output(), 10)
         closed = [line for line in collector.output().splitlines() if "gap closed" in line]

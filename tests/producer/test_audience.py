@@ -8,15 +8,9 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from tests.helpers import (
-    Daemon,
-    append_lines,
-    collector_config,
-    free_port,
-    producer_config,
-    stop_all,
-    wait_until,
-)
+import yaml
+
+from tests.helpers import Daemon, append_lines, stop_all, tailing_pair, wait_until
 from tests.test_reload import Pair, edit
 
 
@@ -25,27 +19,15 @@ def warnings(daemon: Daemon) -> list[str]:
 
 
 def test_a_producer_with_no_collector_warns_once_and_says_when_one_comes(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    port, replay = free_port(), free_port()
-    pcfg = producer_config(
-        tmp_path,
-        "node1",
-        [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}],
-        {
-            "bind": [f"tcp://127.0.0.1:{port}"],
-            "replay": f"tcp://127.0.0.1:{replay}",
-            "heartbeat_interval": "100ms",
-        },
-    )
-    ccfg = collector_config(tmp_path, "c1", {"connect": [f"tcp://127.0.0.1:{port}"]})
-    producer, collector = Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
+    log, producer, collector = tailing_pair(tmp_path, {})
+    edit(producer.config, lambda c: c["publish"].update(heartbeat_interval="100ms"))
+    endpoint = yaml.safe_load(producer.config.read_text())["publish"]["bind"][0]
     try:
         producer.start()
-        append_lines(logs / "a.log", [b"heard by no one yet\n"])
+        append_lines(log, [b"heard by no one yet\n"])
         wait_until(lambda: warnings(producer), 15)
         assert " WARNING " in warnings(producer)[0]
-        assert f"bound on tcp://127.0.0.1:{port}" in warnings(producer)[0]
+        assert f"bound on {endpoint}" in warnings(producer)[0]
         status = producer.status()
         assert status["collectors"] == 0 and float(status["no_collector_for_s"]) >= 3
         assert "0 collectors subscribed" in str(status["status"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Daemon, free_port, producer_config, stop_all, wait_until
+from tests.helpers import stop_all, tailing_pair, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to drop its file powers")
 
@@ -25,26 +25,13 @@ def test_an_unreadable_file_is_told_once_with_the_fix_and_shown_in_status(
 ) -> None:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is needed to take CAP_DAC_OVERRIDE from root")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    secret = logs / "secret.log"
+    log, producer, _collector = tailing_pair(tmp_path, {})
+    secret = log.parent / "secret.log"
     secret.write_bytes(b"a line\n")
     daemon_gid = grp.getgrnam("daemon").gr_gid
     os.chown(secret, 0, daemon_gid)
     secret.chmod(0o040)  # group daemon may read; root, not in it, may not
-    port, replay = free_port(), free_port()
-    config = producer_config(
-        tmp_path,
-        "node1",
-        [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}],
-        {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"},
-    )
-    producer = Daemon(
-        "producer",
-        config,
-        tmp_path,
-        prefix=["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"],
-    )
+    producer.prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
     try:
         producer.start()
         wait_until(lambda: producer.status()["unreadable_files"] == [str(secret)], 10)
