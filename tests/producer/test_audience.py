@@ -12,6 +12,7 @@ import yaml
 
 from tests.helpers import Daemon, append_lines, stop_all, tailing_pair, wait_until
 from tests.test_reload import Pair, edit
+from tests.test_security import allow, binding_producer, connecting_collector, make_keys
 
 
 def warnings(daemon: Daemon) -> list[str]:
@@ -62,3 +63,18 @@ def test_a_producer_whose_key_the_collector_revoked_says_no_one_hears_it(
         assert "connecting to tcp://127.0.0.1:" in warnings(pair.producer)[0]
     finally:
         pair.stop()
+
+
+def test_a_binding_producer_counts_the_collectors_its_allowlist_refused(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path, "web-01", "collector")
+    producer, _logs, data = binding_producer(tmp_path, "web-01", keys, allow(tmp_path / "ok", keys))
+    collector = connecting_collector(tmp_path, keys, [data], "web-01")
+    try:
+        producer.start()
+        assert producer.status()["curve_refused"] == 0
+        collector.start()
+        wait_until(lambda: producer.status()["curve_refused"] >= 1, 20)
+        status = producer.status()
+        assert status["collectors"] == 0 and "client refused" in producer.output()
+    finally:
+        stop_all(producer, collector)
