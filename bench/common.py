@@ -74,7 +74,7 @@ def pair(
 
 def is_bookkeeping(name: str) -> bool:
     """A collector's own file beside its output: the folder marker, a live index."""
-    return name == ".zaggd-output" or name.endswith(".index.json")
+    return name == ".zaggd-output" or name.endswith((".index.json", ".index.json.tmp"))
 
 
 def output_files(folder: Path) -> list[Path]:

@@ -388,9 +388,9 @@ def zaggd_verify(folder: Path) -> subprocess.CompletedProcess[str]:
 
 
 def is_zaggd_own(name: str) -> bool:
-    """zaggd's own files among the output (its lock, its folder marker, a live index):
-    no lines of it."""
-    return name.startswith(".zaggd-") or name.endswith(".index.json")
+    """zaggd's own files among the output (its lock, its folder marker, a live index, or
+    one being written): no lines of it."""
+    return name.startswith(".zaggd-") or name.endswith((".index.json", ".index.json.tmp"))
 
 
 def read_output_lines(folder: Path) -> list[bytes]:
