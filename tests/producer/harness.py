@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,13 +219,19 @@ class Harness:
         self.saved = StoredState("i1", time.time(), tuple(records), retired)
         self.manager.saved(records)
 
-    def kill_and_restart(self) -> None:
-        """kill -9 after the last save: in-flight blocks are gone, handles dropped."""
+    def kill_and_restart(self, after_restore: Callable[[], None] | None = None) -> None:
+        """kill -9 after the last save: in-flight blocks are gone, handles dropped.
+
+        `after_restore` runs between the restore and the first scan, as a
+        rotation may while the daemon starts.
+        """
         self.sink.drop_in_flight()
         self.manager.close_all()
         self.manager = self._new_manager()
         if self.saved is not None:
             self.manager.restore(self.saved)
+        if after_restore is not None:
+            after_restore()
         self.manager.rescan()
         self.read_all()
 

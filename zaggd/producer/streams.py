@@ -189,6 +189,8 @@ class StreamManager:
         # its id (or its lines would double), and told from new content at its inode.
         self.unsaved: set[str] = set()
         self.first_start = True
+        # The restored state until the first scan after a restore looked for rotated files.
+        self._restored: StoredState | None = None
         self.dirty = False
         self.scanner = Scanner()
         self.outputs = CollectorOutputs()
@@ -230,7 +232,8 @@ class StreamManager:
         for record, source in missing:
             if not self._resume_compressed(record, source, listings):
                 self._note_gone_while_stopped(record, source)
-        self._read_rotated_unknown(stored, listings, scan(self.config.sources))
+        # Rotated files never seen are looked for after the first scan (see rescan).
+        self._restored = stored
         self.dirty = True
         if stored.from_journal:
             self._say_found_again(stored)
@@ -387,16 +390,20 @@ class StreamManager:
         )
         self._resume_finished(replace(record, offset=end), source)
 
-    def _read_rotated_unknown(
-        self, stored: StoredState, listings: _Listings, watched: Iterable[str]
-    ) -> None:
+    def _read_rotated_unknown(self, stored: StoredState, watched: Iterable[str]) -> None:
         """Read rotated copies of watched files that appeared while we were stopped.
 
         In the folders of watched files (now or when stopped), a file that is
         not itself watched but whose rotation root is (`app.log.1` of
         `app.log`), written since the last save, untracked and starting like
         no known stream, holds lines never read.
+
+        It runs once the watches are set and the first scan opened the watched
+        files, on listings taken now: a file still at a watched name when the
+        restore listed the folder, and rotated away before the scan opened it,
+        is under its rotated name by then.
         """
+        listings = _Listings()
         known = self._known_heads()
         folders = {os.path.dirname(p) for p in watched}
         folders |= {os.path.dirname(r.path) for r in stored.records}
@@ -435,6 +442,7 @@ class StreamManager:
         if known.has(os.pread(fd, fid.fingerprint.size, 0)):
             os.close(fd)  # a copy of a stream we know: its bytes are sent under that stream
             return
+        known.add(fid.fingerprint)  # its compressed copy, beside it, is not new content
         log.info("reading a rotated file never seen before: %s", shown(path))
         tailer = self._make_tailer(new_id(), source, path, fid, 0)
         tailer.rotated = True
@@ -455,6 +463,7 @@ class StreamManager:
             return
         st = os.fstat(fd)
         fid = FileId(st.st_dev, st.st_ino, fingerprint_of(head))
+        known.add(fid.fingerprint)  # its plain original, not yet deleted, is not new content
         log.info("reading compressed rotated file that appeared while stopped: %s", shown(path))
         tailer = self._make_tailer(new_id(), source, path, fid, 0)
         tailer.rotated = tailer.decompressed = True
@@ -481,6 +490,9 @@ class StreamManager:
             self._check_closed_rotated()
             self._stop_collector_output()
         self.first_start = False
+        if self._restored is not None:
+            stored, self._restored = self._restored, None
+            self._read_rotated_unknown(stored, scan(self.config.sources))
 
     def _check_closed_rotated(self) -> None:
         """Closed rotated streams whose file moved or vanished without an event we saw."""
@@ -1214,6 +1226,10 @@ class _KnownHeads:
             if fp.size:
                 self._by_size.setdefault(fp.size, set()).add(fp.digest)
         self._heads = [h for h in heads if h]
+
+    def add(self, fingerprint: Fingerprint) -> None:
+        if fingerprint.size:
+            self._by_size.setdefault(fingerprint.size, set()).add(fingerprint.digest)
 
     def has(self, head: bytes) -> bool:
         if any(
