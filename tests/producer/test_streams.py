@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -273,19 +273,14 @@ def test_restart_reads_rotated_files_it_never_saw(h: Harness) -> None:
     assert len(h.sink.delivered) == 15
 
 
-def test_restart_reads_a_file_rotated_away_while_it_started(h: Harness) -> None:
+def restart_rotating_while_it_starts(h: Harness, rotate: Callable[[], None]) -> None:
+    """B, created while stopped, is at a.log when the restore lists the folder;
+    `rotate` moves it away before the first scan. Every line arrives once."""
     h.append("a.log", range(5))
     h.rescan()
     h.save()
     os.rename(h.path("a.log"), h.path("a.log.1"))
-    h.append("a.log", range(5, 10))  # B: created while stopped, at the watched name
-
-    def rotate() -> None:
-        # The restore listed B at a.log; it is rotated away before the first scan.
-        os.rename(h.path("a.log.1"), h.path("a.log.2"))
-        os.rename(h.path("a.log"), h.path("a.log.1"))
-        h.append("a.log", range(10, 15))
-
+    h.append("a.log", range(5, 10))
     h.kill_and_restart(after_restore=rotate)
     h.settle()
     assert sorted(h.sink.delivered) == list(range(15))
@@ -293,26 +288,25 @@ def test_restart_reads_a_file_rotated_away_while_it_started(h: Harness) -> None:
     assert h.lost() == 0 and h.sink.gone_bytes == 0
 
 
-def test_restart_reads_a_file_compressed_away_while_it_started(h: Harness) -> None:
-    h.append("a.log", range(5))
-    h.rescan()
-    h.save()
-    os.rename(h.path("a.log"), h.path("a.log.1"))
-    h.append("a.log", range(5, 10))  # B: created while stopped, at the watched name
-
+def test_restart_reads_a_file_rotated_away_while_it_started(h: Harness) -> None:
     def rotate() -> None:
-        # delaycompress, twice, before the first scan: B ends in a.log.2.gz, and the
-        # scan finds its plain original still beside it (logrotate deletes it last).
+        os.rename(h.path("a.log.1"), h.path("a.log.2"))
+        os.rename(h.path("a.log"), h.path("a.log.1"))
+        h.append("a.log", range(10, 15))
+
+    restart_rotating_while_it_starts(h, rotate)
+
+
+def test_restart_reads_a_file_compressed_away_while_it_started(h: Harness) -> None:
+    def rotate() -> None:
+        # delaycompress, twice: B ends in a.log.2.gz, and the scan finds its plain
+        # original still beside it (logrotate deletes it last).
         os.rename(h.path("a.log.1"), h.path("a.log.3"))
         os.rename(h.path("a.log"), h.path("a.log.2"))
         h.path("a.log.2.gz").write_bytes(gzip.compress(h.path("a.log.2").read_bytes()))
         h.append("a.log", range(10, 15))
 
-    h.kill_and_restart(after_restore=rotate)
-    h.settle()
-    assert sorted(h.sink.delivered) == list(range(15))
-    assert len(h.sink.delivered) == 15
-    assert h.lost() == 0 and h.sink.gone_bytes == 0
+    restart_rotating_while_it_starts(h, rotate)
 
 
 def test_restart_with_blocks_lost_in_flight_repairs_them_by_replay(h: Harness) -> None:
