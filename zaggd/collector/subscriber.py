@@ -837,7 +837,8 @@ class SubscriberThread(Worker):
             prev = self._stream_for(st.node, st.prev, st.topic, st.source, st.path, st.prev_end)
             if prev is None:
                 return False
-            prev.instance = prev.instance or st.instance
+        if not prev.instance:
+            prev.instance = st.instance  # one producer's streams: its replays go there too
         if not is_waiting(st, prev):
             return False
         if prev.known_end < st.prev_end:
