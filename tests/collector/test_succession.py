@@ -49,7 +49,15 @@ def block(
 ) -> wire.Data:
     end = start + len(body) if end < 0 else end
     header = wire.DataHeader(
-        "web", stream, "app", "/var/log/app.log", start, end, body.count(b"\n"), prev, prev_end
+        "web",
+        stream,
+        "app",
+        "/var/log/app.log",
+        start,
+        end,
+        body.count(b"\n"),
+        prev=prev,
+        prev_end=prev_end,
     )
     return wire.Data(b"app", header, body)
 
