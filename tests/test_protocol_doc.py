@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.helpers import REPO, write_yaml
 from zaggd import config, wire
 from zaggd.collector import subscriber
-from zaggd.producer import publisher
+from zaggd.producer import publisher, replay
 
 PROTOCOL = (REPO / "docs" / "protocol.md").read_text()
 README = (REPO / "README.md").read_text()
@@ -61,3 +61,4 @@ def test_stated_limits_are_the_enforced_ones() -> None:
     assert subscriber.MAX_REPLAYS_IN_FLIGHT == 8 and "at most **8** requests in flight" in PROTOCOL
     assert subscriber.REPLAY_WINDOW_BYTES == 8 * 1048576 and "expected + 8 MiB" in PROTOCOL
     assert wire.MAX_OFFSET == 2**63 - 1 and wire.MIN_INTEGER == -(2**63)
+    assert replay.MAX_REQUESTS_PER_PEER == 64 and "unless 64\n   requests" in PROTOCOL

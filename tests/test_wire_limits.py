@@ -14,26 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.test_wire import GOOD_BLOCK, GOOD_DATA, SID
 from zaggd import wire
 from zaggd.errors import ProtocolError
 
-SID = "0123456789abcdef"
 PREV = "fedcba9876543210"
 INSTANCE = "00112233aabbccdd"
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-DATA = {
-    "v": 1,
-    "k": "data",
-    "node": "web-01",
-    "stream": SID,
-    "source": "app",
-    "path": "/var/log/app.log",
-    "start": 100,
-    "end": 112,
-    "lines": 2,
-}
-BLOCK = b"hello\nworld\n"
+DATA = GOOD_DATA
+BLOCK = GOOD_BLOCK
 
 
 def data_with(extra: str, block: bytes = BLOCK, **changes: Any) -> list[bytes]:

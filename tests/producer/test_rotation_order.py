@@ -28,7 +28,14 @@ from tests.helpers import (
     stop_all,
     wait_until,
 )
-from tests.producer.rotation_run import HERE, LOGROTATE, line_number
+from tests.producer.rotation_run import (
+    HERE,
+    LOGROTATE,
+    MODES,
+    line_number,
+    logrotate,
+    write_logrotate_config,
+)
 
 pytestmark = pytest.mark.skipif(
     not Path(LOGROTATE).exists(), reason="needs logrotate (scripts/setup.sh)"
@@ -80,26 +87,10 @@ class OrderRig:
         )
         assert self.writer.stdout is not None
         assert self.writer.stdout.readline().strip() == "ready"
-        conf = self.folder / "logrotate.conf"
-        conf.write_text(
-            f"{self.log} {{\n    rotate 1000\n    missingok\n    nomail\n    create\n"
-            f"    postrotate\n        kill -HUP {self.writer.pid}\n    endscript\n}}\n"
-        )
-        os.chmod(conf, 0o644)  # logrotate ignores group- or world-writable configs
+        write_logrotate_config(self.folder, self.log, MODES["create"].format(pid=self.writer.pid))
 
     def logrotate(self) -> None:
-        done = subprocess.run(
-            [
-                LOGROTATE,
-                "-s",
-                str(self.folder / "logrotate.state"),
-                "-f",
-                str(self.folder / "logrotate.conf"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        done = logrotate(self.folder)
         assert done.returncode == 0 and not done.stderr, done.stderr
 
     def stop_writer(self) -> None:

@@ -85,25 +85,25 @@ class NodeState:
         return pending[0], pending[1]
 
     def _warn_clash(self, a: str, b: str) -> list[str]:
-        pair = frozenset((a, b))
-        if pair in self._warned:
-            return []
-        self._warned.add(pair)
-        return [
+        return self._once(
+            frozenset((a, b)),
             f"node name clash: node {self.name} is two producers at once: "
             f"{self.instances[a].describe()} and {self.instances[b].describe()}; "
             "their streams are kept apart by instance, but give each producer its own "
-            "node name (the node key)"
-        ]
+            "node name (the node key)",
+        )
 
     def _warn_shared(self, state: InstanceState, replay: str) -> list[str]:
-        pair = frozenset((state.instance, "shared"))
-        if pair in self._warned:
-            return []
-        self._warned.add(pair)
-        return [
+        return self._once(
+            frozenset((state.instance, "shared")),
             f"node name clash: node {self.name} instance {state.instance} speaks from two "
             f"replay endpoints, {state.replay} and {replay}: two producers share one state "
             "folder (a cloned machine?); their streams cannot be told apart: give each "
-            "its own node name and state folder"
-        ]
+            "its own node name and state folder",
+        )
+
+    def _once(self, key: frozenset[str], warning: str) -> list[str]:
+        if key in self._warned:
+            return []
+        self._warned.add(key)
+        return [warning]

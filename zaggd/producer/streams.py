@@ -1247,20 +1247,7 @@ class StreamManager:
             )
             cached = cache.get(t.stream)
             if cached is None or cached[0] != key:
-                record = StreamRecord(
-                    t.stream,
-                    t.source,
-                    t.topic.decode("utf-8"),
-                    t.path,
-                    t.file_id,
-                    t.offset,
-                    t.rotated,
-                    t.finished,
-                    t.last_size,
-                    t.floor,
-                    t.prev,
-                    t.prev_end,
-                )
+                record = StreamRecord(t.stream, t.source, t.topic.decode("utf-8"), *key)
                 cached = cache[t.stream] = (key, record)
             out.append(cached[1])
         if len(cache) > 2 * len(out):
