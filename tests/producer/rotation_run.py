@@ -81,6 +81,23 @@ class ModeRun:
         return files
 
 
+def start_logwriter(path: Path, prefix: str, rate: int) -> subprocess.Popen[str]:
+    """logwriter.py appending numbered lines to `path`, once it is ready."""
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "logwriter.py"),
+            str(path),
+            *("--prefix", prefix, "--rate", str(rate)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == "ready"
+    return writer
+
+
 def write_logrotate_config(folder: Path, log_path: Path, body: str) -> None:
     """folder/logrotate.conf: rotate `log_path` (1000 copies kept) with `body`'s directives."""
     text = f"{log_path} {{\n    rotate 1000\n    missingok\n    nomail\n{body}}}\n"
@@ -144,18 +161,7 @@ class RotationRun:
         self.collector.start()
         for run in self.runs.values():
             run.producer.start()
-            run.writer = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "logwriter.py"),
-                    str(run.log_path),
-                    *("--prefix", run.mode, "--rate", str(WRITE_RATE)),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert run.writer.stdout is not None
-            assert run.writer.stdout.readline().strip() == "ready"
+            run.writer = start_logwriter(run.log_path, run.mode, WRITE_RATE)
             self._write_logrotate_config(run)
 
     def _write_logrotate_config(self, run: ModeRun) -> None:

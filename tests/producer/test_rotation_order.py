@@ -13,7 +13,6 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +28,11 @@ from tests.helpers import (
     wait_until,
 )
 from tests.producer.rotation_run import (
-    HERE,
     LOGROTATE,
     MODES,
     line_number,
     logrotate,
+    start_logwriter,
     write_logrotate_config,
 )
 
@@ -75,18 +74,7 @@ class OrderRig:
     def start(self) -> None:
         self.collector.start()
         self.producer.start()
-        self.writer = subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "logwriter.py"),
-                str(self.log),
-                *("--prefix", "app", "--rate", str(WRITE_RATE)),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.writer.stdout is not None
-        assert self.writer.stdout.readline().strip() == "ready"
+        self.writer = start_logwriter(self.log, "app", WRITE_RATE)
         write_logrotate_config(self.folder, self.log, MODES["create"].format(pid=self.writer.pid))
 
     def logrotate(self) -> None:
