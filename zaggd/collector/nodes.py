@@ -11,7 +11,8 @@ A new instance of a node is a restart (its state lost) or a second producer
 with the same name. It is a second producer once the earlier instance is
 heard again after the new one: the node is then in a clash, warned about
 once per pair of instances, naming both. A restart is logged once the
-earlier instance has stayed silent for RESTART_CONFIRM_S.
+earlier instance has stayed silent for RESTART_CONFIRM_S. What a node keeps
+is bounded (MAX_INSTANCES, MAX_WARNINGS), against hostile peers.
 No threads, no sockets.
 """
 
@@ -20,6 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 RESTART_CONFIRM_S = 10.0
+MAX_INSTANCES = 16  # per node; the least recently heard goes first
+MAX_ENDPOINTS_SEEN = 4
+MAX_WARNINGS = 8  # clash warnings per node
 
 
 @dataclass(slots=True)
@@ -29,7 +33,9 @@ class InstanceState:
     instance: str
     replay: str = ""  # its advertised replay endpoint (when it binds)
     routing_id: bytes = b""  # its DEALER's id on our ROUTER (when we bind)
-    endpoints_seen: set[str] = field(default_factory=set)
+    endpoints_seen: list[str] = field(default_factory=list)
+    has_heartbeat: bool = False  # heard by heartbeat, not only by hello
+    touched_at: float = 0.0  # monotonic: its last heartbeat or hello
 
     def describe(self) -> str:
         if self.replay:
@@ -55,26 +61,45 @@ class NodeState:
     def latest(self) -> InstanceState | None:
         return self.instances.get(self.instance)
 
-    def heard(self, instance: str, replay: str, now: float) -> list[str]:
-        """A heartbeat of `instance` (announcing `replay`): what to warn about, if anything."""
-        warnings: list[str] = []
+    def touch(self, instance: str, now: float) -> tuple[InstanceState, InstanceState | None]:
+        """The state of `instance`, made if new; and the one it evicted, if any."""
         state = self.instances.get(instance)
-        earlier = self.instance
+        evicted = None
         if state is None:
+            if len(self.instances) >= MAX_INSTANCES:
+                oldest = min(
+                    (i for i in self.instances.values() if i.instance != self.instance),
+                    key=lambda i: i.touched_at,
+                )
+                evicted = self.instances.pop(oldest.instance)
             state = self.instances[instance] = InstanceState(instance)
-            if earlier and not self.clash:
+        state.touched_at = now
+        return state, evicted
+
+    def heard(
+        self, instance: str, replay: str, now: float
+    ) -> tuple[list[str], InstanceState | None]:
+        """A heartbeat of `instance` (announcing `replay`): what to warn about, and
+        the instance it evicted, if any."""
+        warnings: list[str] = []
+        state, evicted = self.touch(instance, now)
+        earlier = self.instance
+        if not state.has_heartbeat:
+            if earlier and earlier != instance and not self.clash:
                 self.pending_restart = (earlier, instance, now)
-        elif earlier and earlier != instance:
+        elif earlier and earlier != instance and earlier in self.instances:
             self.pending_restart = None
             self.clash = True
             warnings += self._warn_clash(earlier, instance)
+        state.has_heartbeat = True
         if replay and replay != state.replay:
             if replay in state.endpoints_seen and len(state.endpoints_seen) > 1:
                 warnings += self._warn_shared(state, replay)
-            state.endpoints_seen.add(replay)
+            else:
+                state.endpoints_seen = [*state.endpoints_seen, replay][-MAX_ENDPOINTS_SEEN:]
             state.replay = replay
         self.instance = instance
-        return warnings
+        return warnings, evicted
 
     def confirmed_restart(self, now: float) -> tuple[str, str] | None:
         """(earlier, new) once the earlier instance stayed silent long enough."""
@@ -103,7 +128,7 @@ class NodeState:
         )
 
     def _once(self, key: frozenset[str], warning: str) -> list[str]:
-        if key in self._warned:
+        if key in self._warned or len(self._warned) >= MAX_WARNINGS:
             return []
         self._warned.add(key)
         return [warning]

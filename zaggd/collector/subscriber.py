@@ -648,8 +648,10 @@ class SubscriberThread(Worker):
         if node is None:
             return
         now = node.last_heartbeat = time.monotonic()
-        for warning in node.heard(hb.instance, hb.replay, now):
+        warnings, evicted = node.heard(hb.instance, hb.replay, now)
+        for warning in warnings:
             log.warning("%s", warning)
+        self._forget_routing_id(evicted)
         if hb.replay and not self.config.subscribe.bind:
             self._connect_replay(node, hb.replay)
         for info in hb.streams:
@@ -743,11 +745,17 @@ class SubscriberThread(Worker):
         node = self._node(hello.node)
         if node is None:
             return
-        instance = node.instances.setdefault(hello.instance, InstanceState(hello.instance))
-        self._hello_nodes[routing_id] = hello.node
+        instance, evicted = node.touch(hello.instance, time.monotonic())
+        self._forget_routing_id(evicted)
         if instance.routing_id != routing_id:
+            self._forget_routing_id(instance)
             instance.routing_id = routing_id
             log.info("replay channel: node %s instance %s connected", hello.node, hello.instance)
+        self._hello_nodes[routing_id] = hello.node
+
+    def _forget_routing_id(self, instance: InstanceState | None) -> None:
+        if instance is not None and instance.routing_id:
+            self._hello_nodes.pop(instance.routing_id, None)
 
     def _ask_replays(self, now: float) -> None:
         in_flight = 0
