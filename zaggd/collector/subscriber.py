@@ -865,7 +865,7 @@ class SubscriberThread(Worker):
                 st.stream,
                 st.prev,
                 st.prev_end,
-                st.path,
+                shown(st.path),
             )
 
     def _nothing_past(self, st: StreamState, pos: int) -> None:
@@ -876,7 +876,7 @@ class SubscriberThread(Worker):
             "known end lowered: node %s stream %s %s has nothing past %d, not %d as announced",
             st.node,
             st.stream,
-            st.path,
+            shown(st.path),
             pos,
             st.known_end,
         )
