@@ -5,9 +5,11 @@ first so that SUB prefix filtering selects sources; the header is a small JSON
 object; the body is the file's bytes (data) or a JSON array (heartbeat).
 docs/protocol.md is the normative description; this module is its code.
 
-`decode()` treats its input as hostile: sizes are checked before anything is
-parsed, every field's type and range is checked after, and any violation is
-a ProtocolError that the caller counts and drops.
+`decode()` treats its input as hostile: sizes and JSON nesting are checked
+before anything is parsed, every field's type and range is checked after, and
+any violation is a ProtocolError that the caller counts and drops. JSON is
+held to what every common parser reads alike: integers within 64 bits, finite
+numbers, no lone surrogates, no key twice, at most MAX_JSON_DEPTH levels.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import re
 import struct
@@ -35,6 +38,12 @@ MAX_PATH_CHARS = 4096
 MAX_REASON_CHARS = 200
 MAX_REPLAY_CHARS = 1024
 MAX_OFFSET = 2**63 - 1
+MIN_INTEGER = -(2**63)  # any JSON integer, in any key, lies in [MIN_INTEGER, MAX_OFFSET]
+MAX_JSON_DEPTH = 16  # arrays and objects inside one another, in a header or a heartbeat body
+MAX_HEARTBEAT_STREAMS = 2000  # entries in one heartbeat body
+# An empty block (lines skipped, or bytes before a stream's floor) covers at most
+# this many bytes: a block never moves a stream further than this past what it carries.
+MAX_EMPTY_SPAN_BYTES = 64 * 1024 * 1024
 # Largest frame any message may carry: SUB sockets refuse bigger ones (ZMQ_MAXMSGSIZE).
 MAX_FRAME_BYTES = MAX_BLOCK_BYTES
 
@@ -45,11 +54,19 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x20\x7f-\x9f]")
 # Not allowed in text fields: C0 controls, DEL, C1 controls, and lone surrogates
 # (which JSON can spell as \ud800 escapes, and which have no UTF-8 form).
 _UNSAFE_TEXT = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
 class DataHeader:
-    """A block: file bytes [start, end) of one stream, `lines` complete lines."""
+    """A block: file bytes [start, end) of one stream, `lines` complete lines.
+
+    `prev` and `prev_end`: the stream this one succeeds at its path (the file
+    that was there before a rotation), and the offset that stream had reached
+    when this one's first block was read; "" and 0 when there is none. A
+    collector writes no block of this stream before it has `prev` up to
+    `prev_end`, so lines keep their order across rotation.
+    """
 
     node: str
     stream: str
@@ -60,6 +77,8 @@ class DataHeader:
     lines: int
     # Received: the path's exact bytes when `path` could not show them (`path_b64`).
     path_bytes: bytes | None = None
+    prev: str = ""
+    prev_end: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +205,9 @@ def encode_data(topic: bytes, header: DataHeader, block: bytes | memoryview) -> 
     path_b64 = exact_path_b64(header.path)
     if path_b64 is not None:
         fields["path_b64"] = path_b64
+    if header.prev:
+        fields["prev"] = header.prev
+        fields["prev_end"] = header.prev_end
     head = _dumps(fields)
     if len(head) > MAX_HEADER_BYTES and "path_b64" in fields:
         del fields["path_b64"]  # the readable form, exact or not, matters more
@@ -318,11 +340,15 @@ def decode(frames: Sequence[bytes | memoryview]) -> Message:
     raise ProtocolError(f"unknown message kind {kind!r:.40}")
 
 
-def _load_json(raw: bytes, what: str) -> Any:
-    """Strict JSON: UTF-8 only, no NaN or Infinity, no key twice in an object."""
+def _load_json(raw: bytes, what: str, max_containers: int) -> Any:
+    """Strict JSON: UTF-8 only, nesting bounded before parsing, integers within
+    64 bits, finite numbers, no NaN or Infinity, no key twice in an object."""
+    _check_nesting(raw, what, max_containers)
     try:
         return json.loads(
             raw.decode("utf-8"),
+            parse_int=_integer,
+            parse_float=_finite,
             parse_constant=_refuse_constant,
             object_pairs_hook=_unique_keys,
         )
@@ -330,8 +356,54 @@ def _load_json(raw: bytes, what: str) -> Any:
         raise ProtocolError(f"{what} is not JSON: {exc!s:.100}") from None
 
 
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def _check_nesting(raw: bytes, what: str, max_containers: int) -> None:
+    """At most `max_containers` arrays and objects, MAX_JSON_DEPTH deep: checked on
+    the bytes, outside strings, before any parser recurses into them."""
+    # Escaped backslashes, then escaped quotes, go first: every '"' left opens or closes a string.
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(unescaped.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    if len(brackets) > 2 * max_containers:
+        raise ProtocolError(f"{what} holds more than {max_containers} arrays and objects")
+    depth = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ProtocolError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+        else:
+            depth -= 1
+
+
+def _integer(text: str) -> int:
+    value = int(text)
+    if not MIN_INTEGER <= value <= MAX_OFFSET:
+        raise ValueError(f"integer {text:.30} is beyond 64 bits")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text:.30} is beyond a double")
+    return value
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in `value` (keys too) holds half of a surrogate pair."""
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -342,9 +414,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _load_header(raw: bytes) -> dict[str, Any]:
-    head = _load_json(raw, "header")
+    head = _load_json(raw, "header", MAX_HEADER_BYTES)
     if not isinstance(head, dict):
         raise ProtocolError("header is not a JSON object")
+    if _has_lone_surrogate(head):
+        raise ProtocolError("header holds a lone surrogate (half of a UTF-16 pair)")
     version = head.get("v")
     if type(version) is not int or version != VERSION:
         raise ProtocolError(f"unsupported protocol version {version!r:.20}")
@@ -358,28 +432,55 @@ def _decode_data(topic: bytes, head: dict[str, Any], block: bytes | memoryview) 
     lines = head.get("lines")
     if type(lines) is not int or lines < 0:
         raise ProtocolError("lines: expected a non-negative integer")
-    size = len(block)
-    if size:
-        if block[-1] != 0x0A:
-            raise ProtocolError("block does not end with a newline")
-        if size > end - start + lines:
-            raise ProtocolError(f"block of {size} bytes is larger than its range {start}-{end}")
-        counted = bytes(block).count(b"\n") if isinstance(block, memoryview) else block.count(b"\n")
-        if counted != lines:
-            raise ProtocolError(f"header says {lines} lines, block holds {counted}")
-    elif lines:
-        raise ProtocolError("empty block with lines")
+    _check_block(block, start, end, lines)
+    stream = _stream(head)
+    prev, prev_end = "", 0
+    if "prev" in head or "prev_end" in head:
+        prev = _id(head, "prev")
+        prev_end = _offset(head, "prev_end")
+        if prev == stream:
+            raise ProtocolError("prev: a stream cannot succeed itself")
     header = DataHeader(
         node=_name(head, "node"),
-        stream=_stream(head),
+        stream=stream,
         source=_name(head, "source"),
         path=_path(head),
         start=start,
         end=end,
         lines=lines,
         path_bytes=_path_bytes(head),
+        prev=prev,
+        prev_end=prev_end,
     )
     return Data(topic=topic, header=header, block=block)
+
+
+def _check_block(block: bytes | memoryview, start: int, end: int, lines: int) -> None:
+    """A block carries exactly its range, or one piece of a long line plus the
+    newline added to it, or nothing (an empty block, over at most
+    MAX_EMPTY_SPAN_BYTES): it never claims bytes it does not account for."""
+    size = len(block)
+    span = end - start
+    if not size:
+        if lines:
+            raise ProtocolError("empty block with lines")
+        if span > MAX_EMPTY_SPAN_BYTES:
+            raise ProtocolError(
+                f"empty block covers {span} bytes, more than {MAX_EMPTY_SPAN_BYTES}"
+            )
+        return
+    if block[-1] != 0x0A:
+        raise ProtocolError("block does not end with a newline")
+    if size > span + lines:
+        raise ProtocolError(f"block of {size} bytes is larger than its range {start}-{end}")
+    if size != span and not (size == span + 1 and lines == 1):
+        raise ProtocolError(
+            f"block of {size} bytes does not cover its range {start}-{end}: "
+            "only an exact block or one piece of a long line may be sent"
+        )
+    counted = bytes(block).count(b"\n") if isinstance(block, memoryview) else block.count(b"\n")
+    if counted != lines:
+        raise ProtocolError(f"header says {lines} lines, block holds {counted}")
 
 
 def _decode_heartbeat(topic: bytes, head: dict[str, Any], body: bytes | memoryview) -> Heartbeat:
@@ -388,9 +489,11 @@ def _decode_heartbeat(topic: bytes, head: dict[str, Any], body: bytes | memoryvi
     if len(body) > MAX_HEARTBEAT_BYTES:
         raise ProtocolError(f"heartbeat body of {len(body)} bytes exceeds {MAX_HEARTBEAT_BYTES}")
     replay = _replay_endpoint(head)
-    rows = _load_json(bytes(body), "heartbeat body")
+    rows = _load_json(bytes(body), "heartbeat body", MAX_HEARTBEAT_STREAMS + 1)
     if not isinstance(rows, list):
         raise ProtocolError("heartbeat body is not a JSON array")
+    if len(rows) > MAX_HEARTBEAT_STREAMS:
+        raise ProtocolError(f"heartbeat of {len(rows)} streams, more than {MAX_HEARTBEAT_STREAMS}")
     streams = []
     for row in rows:
         if not isinstance(row, list) or len(row) != 5:
@@ -437,16 +540,17 @@ def _name(head: dict[str, Any], key: str) -> str:
 
 
 def _instance(head: dict[str, Any]) -> str:
-    value = head.get("instance")
-    if not isinstance(value, str) or not STREAM_RE.match(value):
-        raise ProtocolError("instance: expected 16 lowercase hex digits")
-    return value
+    return _id(head, "instance")
 
 
 def _stream(head: dict[str, Any]) -> str:
-    value = head.get("stream")
+    return _id(head, "stream")
+
+
+def _id(head: dict[str, Any], key: str) -> str:
+    value = head.get(key)
     if not isinstance(value, str) or not STREAM_RE.match(value):
-        raise ProtocolError("stream: expected 16 lowercase hex digits")
+        raise ProtocolError(f"{key}: expected 16 lowercase hex digits")
     return value
 
 

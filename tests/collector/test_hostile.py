@@ -522,7 +522,8 @@ def test_replay_range_past_the_end_of_the_file(replay_rig: ReplayRig) -> None:
     replay_rig.send([replay_request("node-01", replay_rig.stream, size + 100, 2**63 - 1)])
     msg = replay_rig.receive()
     assert isinstance(msg, wire.Gone) and msg.stream == replay_rig.stream
-    # A range that runs past the end is served up to the end, and no further.
+    # A range that runs past the end is served up to the end, and no further: an
+    # empty block there says where the stream stops.
     replay_rig.send([replay_request("node-01", replay_rig.stream, 0, 2**63 - 1)])
     got = b""
     for _ in range(size + 1):
@@ -533,9 +534,13 @@ def test_replay_range_past_the_end_of_the_file(replay_rig: ReplayRig) -> None:
         if len(got) >= size:
             break
     assert got == replay_rig.file.read_bytes()
+    msg = replay_rig.receive()
+    assert isinstance(msg, wire.Data) and (msg.header.start, msg.header.end) == (size, size)
     replay_rig.barrier()  # and nothing more came before it
     replay_rig.send([replay_request("node-01", replay_rig.stream, size, size)])
-    replay_rig.barrier()  # an empty range at the end: no answer
+    msg = replay_rig.receive()  # an empty range at the end: the same answer
+    assert isinstance(msg, wire.Data) and (msg.header.start, msg.header.end) == (size, size)
+    replay_rig.barrier()
 
 
 @WIRE_EXAMPLES

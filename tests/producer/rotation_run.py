@@ -81,6 +81,47 @@ class ModeRun:
         return files
 
 
+def start_logwriter(path: Path, prefix: str, rate: int) -> subprocess.Popen[str]:
+    """logwriter.py appending numbered lines to `path`, once it is ready."""
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "logwriter.py"),
+            str(path),
+            *("--prefix", prefix, "--rate", str(rate)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == "ready"
+    return writer
+
+
+def write_logrotate_config(folder: Path, log_path: Path, body: str) -> None:
+    """folder/logrotate.conf: rotate `log_path` (1000 copies kept) with `body`'s directives."""
+    text = f"{log_path} {{\n    rotate 1000\n    missingok\n    nomail\n{body}}}\n"
+    conf = folder / "logrotate.conf"
+    conf.write_text(text)
+    os.chmod(conf, 0o644)  # logrotate ignores group- or world-writable configs
+
+
+def logrotate(folder: Path) -> subprocess.CompletedProcess[str]:
+    """The real logrotate, forced, on folder/logrotate.conf with a private state file."""
+    return subprocess.run(
+        [
+            LOGROTATE,
+            "-s",
+            str(folder / "logrotate.state"),
+            "-f",
+            str(folder / "logrotate.conf"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def line_number(raw: bytes) -> int:
     assert raw.endswith(b"\n"), f"a partial line: {raw[:60]!r}"
     return int(raw.split(b" ", 2)[1])
@@ -120,27 +161,12 @@ class RotationRun:
         self.collector.start()
         for run in self.runs.values():
             run.producer.start()
-            run.writer = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "logwriter.py"),
-                    str(run.log_path),
-                    *("--prefix", run.mode, "--rate", str(WRITE_RATE)),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert run.writer.stdout is not None
-            assert run.writer.stdout.readline().strip() == "ready"
+            run.writer = start_logwriter(run.log_path, run.mode, WRITE_RATE)
             self._write_logrotate_config(run)
 
     def _write_logrotate_config(self, run: ModeRun) -> None:
         assert run.writer is not None
-        body = MODES[run.mode].format(pid=run.writer.pid)
-        text = f"{run.log_path} {{\n    rotate 1000\n    missingok\n    nomail\n{body}}}\n"
-        conf = run.folder / "logrotate.conf"
-        conf.write_text(text)
-        os.chmod(conf, 0o644)  # logrotate ignores group- or world-writable configs
+        write_logrotate_config(run.folder, run.log_path, MODES[run.mode].format(pid=run.writer.pid))
 
     def rotate_for(self, seconds: float, kills: int = 0) -> None:
         """Rotate every mode every ROTATE_EVERY_S for `seconds`; kill -9 each producer
@@ -172,18 +198,7 @@ class RotationRun:
             self._killer = None
 
     def _logrotate(self, run: ModeRun) -> None:
-        done = subprocess.run(
-            [
-                LOGROTATE,
-                "-s",
-                str(run.folder / "logrotate.state"),
-                "-f",
-                str(run.folder / "logrotate.conf"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        done = logrotate(run.folder)
         unexpected = [
             line for line in done.stderr.splitlines() if line and not BENIGN_STDERR.search(line)
         ]

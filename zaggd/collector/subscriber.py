@@ -24,6 +24,16 @@ resumes where the output folder says it stands (`floors`, recovery.py), not
 from zero. At each periodic checkpoint the open output files are compared with
 their paths: one deleted or truncated by hand has its streams rewound and
 asked for again (damage.py).
+
+Replays of a stream go to the producer instance whose heartbeat announced it
+(two producers may share a node name: see nodes.py), and a "gone" counts only
+from the peer that was asked. A stream that succeeds another at its path
+(`prev` in its blocks) is written only once that one reached `prev_end`:
+until then its blocks are dropped and asked again later, so the lines of
+rotated copies keep their order without buffering. An empty block that
+covers bytes is taken only as a replay answer, and an empty block [pos, pos)
+in one says the producer has nothing past pos: a known end beyond it was
+wrong (a forged or stale claim) and is lowered.
 """
 
 from __future__ import annotations
@@ -32,7 +42,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -41,8 +50,9 @@ from zaggd import wire
 from zaggd.collector.catchup import CatchUp
 from zaggd.collector.checkpoint import Checkpoint, Checkpointer, CheckpointState
 from zaggd.collector.damage import Damage, repair_open_files, rewind
+from zaggd.collector.nodes import InstanceState, NodeState
 from zaggd.collector.recovery import Recovered
-from zaggd.collector.sequencer import StreamState, Verdict, judge, trim
+from zaggd.collector.sequencer import StreamState, Verdict, is_waiting, judge, trim
 from zaggd.collector.writer import Writer, describe_files, is_disk_full
 from zaggd.config import CollectorConfig, FsyncPolicy, StartAt
 from zaggd.endpoints import apply_pgm, attach, is_multicast, limit_incoming, rebind
@@ -77,17 +87,6 @@ RETRY_INTERVAL_S = 1.0
 # Forgotten streams remembered (their next offset) should they come back: a bound on memory.
 MAX_FLOORS = 100_000
 BATCH_MESSAGES = 256
-
-
-@dataclass(slots=True)
-class NodeState:
-    name: str
-    instance: str = ""
-    replay: str = ""  # the producer's advertised replay endpoint
-    routing_id: bytes = b""  # its DEALER's id on our ROUTER, when we bind
-    last_heartbeat: float = 0.0  # monotonic
-    known: bool = False  # heard from before this run, or a heartbeat seen in it
-    streams: int = 0
 
 
 class SubscriberThread(Worker):
@@ -127,6 +126,8 @@ class SubscriberThread(Worker):
         self._last_sub_message = 0.0
         self.catchup = CatchUp(counters, self._multicast)  # left behind / caught up, per node
         self._dealers: dict[str, zmq.Socket] = {}  # type: ignore[type-arg]
+        self._dealer_endpoints: dict[zmq.Socket, str] = {}  # type: ignore[type-arg]
+        self._hello_nodes: dict[bytes, str] = {}  # routing id on our ROUTER -> node of its hello
         self._router: zmq.Socket | None = None  # type: ignore[type-arg]
         self._subs: list[zmq.Socket] = []  # type: ignore[type-arg]
         self._poller = zmq.Poller()
@@ -136,7 +137,7 @@ class SubscriberThread(Worker):
         # key, and the node that key is named after; only it may speak there.
         self._pinned: dict[zmq.Socket, str] = {}  # type: ignore[type-arg]
         self._logged_bad: set[str] = set()
-        self._held: tuple[wire.Message, bool] | None = None
+        self._held: tuple[wire.Message, bytes | None] | None = None
         self._blocked_until = 0.0
         self._write_error_logged = False
         self.final_checkpoint_failed = False
@@ -334,9 +335,9 @@ class SubscriberThread(Worker):
                 time.sleep(min(0.2, self._blocked_until - now))
                 continue
             if self._held is not None:
-                msg, from_replay = self._held
+                msg, origin = self._held
                 self._held = None
-                if not self._handle(msg, from_replay):
+                if not self._handle(msg, origin):
                     continue
                 self._resume_after_error()
             timeout_ms = max(0, int((next_maintenance - now) * 1000))
@@ -351,6 +352,7 @@ class SubscriberThread(Worker):
                 for sock, endpoints in self._bound_on.items():
                     rebind(sock, endpoints)
             if now >= next_maintenance:
+                self._log_restarts(now)
                 self._ask_replays(now)
                 self._reopen_if_deaf(now)
                 self._forget_retired(now)
@@ -386,7 +388,9 @@ class SubscriberThread(Worker):
             if is_router:
                 routing_id, frames = frames[0], frames[1:]
             try:
-                msg = wire.decode(wire.unpack(frames[0]) if len(frames) == 1 else frames)
+                # Only the data channel packs a message into one frame (multicast).
+                packed = len(frames) == 1 and not from_replay
+                msg = wire.decode(wire.unpack(frames[0]) if packed else frames)
             except ProtocolError as exc:
                 self._drop("malformed message", str(exc))
                 continue
@@ -400,8 +404,20 @@ class SubscriberThread(Worker):
                 else:
                     self._drop("hello off the replay channel", msg.node)
                 continue
-            if not self._handle(msg, from_replay):
+            origin = self._origin(sock, routing_id) if from_replay else None
+            if is_router and self._hello_nodes.get(routing_id) != message_node(msg):
+                self._drop(
+                    "replay answer from a peer that said no hello as its node", str(msg)[:100]
+                )
+                continue
+            if not self._handle(msg, origin):
                 return
+
+    def _origin(self, sock: zmq.Socket, routing_id: bytes) -> bytes:  # type: ignore[type-arg]
+        """Which replay peer a message came from: its routing id, or our DEALER's endpoint."""
+        if sock is self._router:
+            return routing_id
+        return self._dealer_endpoints.get(sock, "").encode()
 
     def _is_own_node(self, msg: wire.Message, key_node: str | None) -> bool:
         """Under CURVE a producer speaks only as the node its key is named after."""
@@ -415,19 +431,20 @@ class SubscriberThread(Worker):
         )
         return False
 
-    def _handle(self, msg: wire.Message, from_replay: bool) -> bool:
-        """Handle one message; False when it is held for a retry (disk full)."""
+    def _handle(self, msg: wire.Message, origin: bytes | None) -> bool:
+        """Handle one message, from the data channel (`origin` None) or a replay peer;
+        False when it is held for a retry (disk full)."""
         try:
             if isinstance(msg, wire.Data):
-                self._data(msg, from_replay)
-            elif isinstance(msg, wire.Heartbeat) and not from_replay:
+                self._data(msg, origin)
+            elif isinstance(msg, wire.Heartbeat) and origin is None:
                 self._heartbeat(msg)
-            elif isinstance(msg, wire.Gone) and from_replay:
-                self._gone(msg)
+            elif isinstance(msg, wire.Gone) and origin is not None:
+                self._gone(msg, origin)
             else:
                 self._drop("unexpected message kind", type(msg).__name__)
         except OSError as exc:
-            self._hold(msg, from_replay, exc)
+            self._hold(msg, origin, exc)
             return False
         except ZaggdError as exc:
             self._drop("unroutable message", str(exc))  # e.g. a path outside the output folder
@@ -483,7 +500,7 @@ class SubscriberThread(Worker):
     def _is_subscribed(self, topic: bytes) -> bool:
         return any(topic.startswith(t) for t in self.topics)
 
-    def _data(self, msg: wire.Data, from_replay: bool) -> None:
+    def _data(self, msg: wire.Data, origin: bytes | None) -> None:
         h = msg.header
         if not self._is_subscribed(msg.topic):
             self._drop("data off the subscribed topics", msg.topic.decode("utf-8", "replace"))
@@ -499,13 +516,23 @@ class SubscriberThread(Worker):
         if h.path != st.path:
             st.path = h.path
         st.path_bytes = h.path_bytes
+        if h.prev:
+            st.prev, st.prev_end = h.prev, h.prev_end
+        if origin is not None and h.start == h.end:
+            self._nothing_past(st, h.start)
+            return
         exact = len(block) == h.end - h.start
         verdict = judge(st.expected, h.start, h.end, exact)
         if verdict is Verdict.DUPLICATE:
             self.counters.add("duplicates_dropped")
             return
-        if verdict is Verdict.GAP:
+        if verdict is Verdict.GAP or (origin is None and not block):
+            # An empty block moves a stream without a byte to show for it: that is
+            # taken only from the producer's own answer to a replay request.
             self._note_gap(st, h.end)
+            return
+        if self._waits_for_prev(st, create=True):
+            self._hold_for_prev(st, h.end)
             return
         start, lines = h.start, h.lines
         if verdict is Verdict.OVERLAP:
@@ -513,7 +540,7 @@ class SubscriberThread(Worker):
             start = st.expected
             self.counters.add("overlaps_trimmed")
         self._write(st, block, lines, start, h.end, exact)
-        if from_replay:
+        if origin is not None:
             self.counters.add("bytes_repaired", len(block))
         if (filling := self._gap_fill.get((st.node, st.stream))) is not None:
             filling[1 if block else 3] += len(block) if block else h.end - start
@@ -585,9 +612,13 @@ class SubscriberThread(Worker):
                 gap_filled_by(filled, lost, unsent),
             )
 
-    def _gone(self, msg: wire.Gone) -> None:
+    def _gone(self, msg: wire.Gone, origin: bytes) -> None:
         st = self.streams.get((msg.node, msg.stream))
         if st is None or not msg.start <= st.expected < msg.end:
+            return
+        if origin != st.replay_peer:
+            # Only the producer asked may say its bytes are gone (two may share a node name).
+            log.debug("gone from a peer not asked: node %s stream %s", msg.node, msg.stream)
             return
         lost = msg.end - st.expected
         self.counters.add("bytes_lost", lost)
@@ -616,13 +647,12 @@ class SubscriberThread(Worker):
         node = self._node(hb.node)
         if node is None:
             return
-        if node.instance and node.instance != hb.instance:
-            log.info(
-                "producer restarted: node %s instance %s -> %s", hb.node, node.instance, hb.instance
-            )
-        node.instance = hb.instance
         now = node.last_heartbeat = time.monotonic()
-        if hb.replay and hb.replay != node.replay and not self.config.subscribe.bind:
+        warnings, evicted = node.heard(hb.instance, hb.replay, now)
+        for warning in warnings:
+            log.warning("%s", warning)
+        self._forget_routing_id(evicted)
+        if hb.replay and not self.config.subscribe.bind:
             self._connect_replay(node, hb.replay)
         for info in hb.streams:
             if not self._is_subscribed(info.topic):
@@ -635,6 +665,7 @@ class SubscriberThread(Worker):
                 if st is None:
                     continue
             st.last_mentioned = now
+            st.instance = hb.instance
             if info.end > st.known_end:
                 st.known_end = info.end
             if st.has_gap():
@@ -673,6 +704,14 @@ class SubscriberThread(Worker):
                     st.expected,
                 )
 
+    def _log_restarts(self, now: float) -> None:
+        for node in self.nodes.values():
+            if node.pending_restart is None:
+                continue
+            restart = node.confirmed_restart(now)
+            if restart is not None:
+                log.info("producer restarted: node %s instance %s -> %s", node.name, *restart)
+
     def _connect_replay(self, node: NodeState, endpoint: str) -> None:
         if endpoint not in self._dealers:
             if len(self._dealers) >= self.config.subscribe.max_nodes:
@@ -698,15 +737,25 @@ class SubscriberThread(Worker):
                 self._drop("bad replay endpoint", f"{endpoint}: {exc}")
                 return
             self._dealers[endpoint] = dealer
+            self._dealer_endpoints[dealer] = endpoint
             self._poller.register(dealer, zmq.POLLIN)
             log.info("replay channel: node %s at %s", node.name, endpoint)
-        node.replay = endpoint
 
     def _hello(self, hello: wire.Hello, routing_id: bytes) -> None:
         node = self._node(hello.node)
-        if node is not None and node.routing_id != routing_id:
-            node.routing_id = routing_id
-            log.info("replay channel: node %s connected", hello.node)
+        if node is None:
+            return
+        instance, evicted = node.touch(hello.instance, time.monotonic())
+        self._forget_routing_id(evicted)
+        if instance.routing_id != routing_id:
+            self._forget_routing_id(instance)
+            instance.routing_id = routing_id
+            log.info("replay channel: node %s instance %s connected", hello.node, hello.instance)
+        self._hello_nodes[routing_id] = hello.node
+
+    def _forget_routing_id(self, instance: InstanceState | None) -> None:
+        if instance is not None and instance.routing_id:
+            self._hello_nodes.pop(instance.routing_id, None)
 
     def _ask_replays(self, now: float) -> None:
         in_flight = 0
@@ -730,27 +779,110 @@ class SubscriberThread(Worker):
                 in_flight += 1
 
     def _ask_replay(self, st: StreamState, now: float) -> bool:
+        node = self.nodes.get(st.node)
+        if node is None or self._waits_for_prev(st):
+            return False
         end = min(st.known_end, st.expected + REPLAY_WINDOW_BYTES)
         req = wire.encode_replay_request(wire.ReplayRequest(st.node, st.stream, st.expected, end))
-        node = self.nodes.get(st.node)
-        if node is None:
+        peer = self._send_request(node, st, req)
+        if peer is None:
             return False
-        try:
-            if self._router is not None:
-                if not node.routing_id:
-                    return False
-                self._router.send_multipart([node.routing_id, *req], zmq.NOBLOCK)
-            else:
-                dealer = self._dealers.get(node.replay)
-                if dealer is None:
-                    return False
-                dealer.send_multipart(req, zmq.NOBLOCK)
-        except zmq.ZMQError:
-            return False
+        st.replay_peer = peer
         st.replay_until = end
         st.replay_asked_at = now
         self.counters.add("replays_asked")
         return True
+
+    def _send_request(self, node: NodeState, st: StreamState, req: list[bytes]) -> bytes | None:
+        """Send to the instance that announced the stream; the peer it went to, or None.
+
+        A stream no heartbeat has named yet waits for one. When its instance is
+        gone for good (a restart that lost the state), the node's current one is
+        asked, unless two run at once under its name.
+        """
+        owner = node.instances.get(st.instance)
+        if owner is None:
+            return None
+        candidates = [owner]
+        latest = node.latest()
+        if latest is not None and latest is not owner and not node.clash:
+            candidates.append(latest)
+        for instance in candidates:
+            peer = self._send_to(instance, req)
+            if peer is not None:
+                return peer
+        return None
+
+    def _send_to(self, instance: InstanceState, req: list[bytes]) -> bytes | None:
+        try:
+            if self._router is not None:
+                if not instance.routing_id:
+                    return None
+                self._router.send_multipart([instance.routing_id, *req], zmq.NOBLOCK)
+                return instance.routing_id
+            dealer = self._dealers.get(instance.replay)
+            if dealer is None:
+                return None
+            dealer.send_multipart(req, zmq.NOBLOCK)
+            return instance.replay.encode()
+        except zmq.ZMQError:
+            return None
+
+    # -- order across rotation, and claims the producer does not back ------------
+
+    def _waits_for_prev(self, st: StreamState, create: bool = False) -> bool:
+        """Whether `st` must wait for the stream it succeeds to reach `prev_end`.
+
+        `create`: a predecessor never heard of is taken in (from offset 0, or
+        where `start_at: end` starts a new node) and asked for by replay.
+        """
+        if not st.prev:
+            return False
+        prev = self.streams.get((st.node, st.prev))
+        if prev is None:
+            if not create:
+                return False
+            prev = self._stream_for(st.node, st.prev, st.topic, st.source, st.path, st.prev_end)
+            if prev is None:
+                return False
+        if not prev.instance:
+            prev.instance = st.instance  # one producer's streams: its replays go there too
+        if not is_waiting(st, prev):
+            return False
+        if prev.known_end < st.prev_end:
+            self._note_gap(prev, st.prev_end)
+        return True
+
+    def _hold_for_prev(self, st: StreamState, end: int) -> None:
+        """Drop a block of `st` for now: it is asked for again once its predecessor is complete."""
+        st.known_end = max(st.known_end, end)
+        st.replay_until = 0
+        key = (st.node, st.stream)
+        if key not in self.gapped:
+            self.gapped.add(key)
+            log.debug(
+                "stream %s waits for stream %s to reach %d (the file before it at %s)",
+                st.stream,
+                st.prev,
+                st.prev_end,
+                shown(st.path),
+            )
+
+    def _nothing_past(self, st: StreamState, pos: int) -> None:
+        """A replay answer [pos, pos): the producer has no line at `pos` for now."""
+        if pos != st.expected or st.known_end <= pos:
+            return
+        log.info(
+            "known end lowered: node %s stream %s %s has nothing past %d, not %d as announced",
+            st.node,
+            st.stream,
+            shown(st.path),
+            pos,
+            st.known_end,
+        )
+        st.known_end = pos
+        st.replay_until = 0
+        self._gap_closed(st)
 
     # -- checkpoints and errors ---------------------------------------------
 
@@ -831,8 +963,8 @@ class SubscriberThread(Worker):
             if st is not None and st.has_gap():
                 self._note_gap(st, st.known_end)
 
-    def _hold(self, msg: wire.Message, from_replay: bool, exc: OSError) -> None:
-        self._held = (msg, from_replay)
+    def _hold(self, msg: wire.Message, origin: bytes | None, exc: OSError) -> None:
+        self._held = (msg, origin)
         self._blocked_until = time.monotonic() + RETRY_INTERVAL_S
         self._note_write_error(exc)
 

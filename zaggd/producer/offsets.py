@@ -9,8 +9,8 @@ When the store is gone (deleted, moved aside), the stream journal beside it
 
 Besides the identity and offset, a record keeps the largest size the file was
 seen at (to count what a truncation or deletion while stopped lost), the floor
-`start_at: end` set, and whether the stream is finished (its file gone, still
-announced for a while). The store also keeps the first bytes of recently
+`start_at: end` set, whether the stream is finished (its file gone, still
+announced for a while), and the stream it succeeds at its path (rotation). The store also keeps the first bytes of recently
 retired streams, so a copy of one found after a restart is not read again.
 """
 
@@ -66,6 +66,8 @@ class StreamRecord:
     finished: bool = False  # read to its end and gone; announced until retired
     last_size: int = 0  # the largest size the file was seen at
     floor: int = 0  # bytes before it are skipped (start_at: end)
+    prev: str = ""  # the stream at its path before it, and that one's offset when it began
+    prev_end: int = -1
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,8 @@ class StreamRecord:
             "finished": self.finished,
             "last_size": self.last_size,
             "floor": self.floor,
+            **({"prev": self.prev} if self.prev else {}),
+            **({"prev_end": self.prev_end} if self.prev and self.prev_end >= 0 else {}),
         }
 
     @classmethod
@@ -110,6 +114,10 @@ class StreamRecord:
             finished=want_bool(raw.get("finished", False), dot(where, "finished")),
             last_size=want_count(raw.get("last_size", offset), dot(where, "last_size")),
             floor=want_count(raw.get("floor", 0), dot(where, "floor")),
+            prev=want_id(raw["prev"], dot(where, "prev")) if "prev" in raw else "",
+            prev_end=want_count(raw["prev_end"], dot(where, "prev_end"))
+            if "prev_end" in raw
+            else -1,
         )
 
 

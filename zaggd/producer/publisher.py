@@ -38,7 +38,7 @@ from zaggd.service import Worker
 log = logging.getLogger(__name__)
 
 HEARTBEAT_ROUNDS = 10
-MAX_STREAMS_PER_HEARTBEAT = 2000
+MAX_STREAMS_PER_HEARTBEAT = wire.MAX_HEARTBEAT_STREAMS
 QUEUE_BLOCKS = 8
 DRAIN_TIMEOUT_S = 5.0
 

@@ -11,6 +11,13 @@ the tailer cut them and sent as data messages. A range that exists nowhere is
 answered with "gone". Only files in the registry (files a source matched) are
 ever read.
 
+Every valid request naming this node gets an answer (docs/protocol.md 7):
+blocks from `start` on; "gone" for bytes that no longer exist, and for a
+start inside a line up to the next line start; and, when the answer stops
+short of `end` (or would be empty), one last message saying where the
+stream's bytes stop: an empty block [pos, pos), or "gone" for what a
+finished stream once had and no longer has.
+
 Each collector (a routing id on the ROUTER, or one DEALER) has its own queue
 of requests, answered a few blocks at a turn. A collector whose ZeroMQ queue
 is full (stopped, or reading slowly) is set aside with the block it was
@@ -39,8 +46,9 @@ from zaggd.endpoints import MAX_SEND_PAUSE_S, MIN_SEND_PAUSE_S, attach, rebind
 from zaggd.errors import ProtocolError
 from zaggd.identity import open_instance
 from zaggd.metrics import Counters
+from zaggd.producer.boundaries import is_block_end, next_line_start
 from zaggd.producer.streams import Registry, ReplayTarget
-from zaggd.producer.tailer import read_range
+from zaggd.producer.tailer import Block, read_range
 from zaggd.service import Worker
 
 log = logging.getLogger(__name__)
@@ -241,59 +249,81 @@ class ReplayServer(Worker):
         peer.pause_s = min(peer.pause_s * 2, MAX_SEND_PAUSE_S)
 
     def _answers(self, req: wire.ReplayRequest) -> Answer:
-        """The messages answering `req`: its range read block by block, or "gone"."""
+        """The messages answering `req`: at least one, whatever the range."""
         target = self.registry.get(req.stream)
         fd = None if target is None else _open_instance(target)
         if target is None or fd is None:
-            yield self._gone(target, req, req.start, "stream no longer exists")
+            yield self._gone(target, req, req.start, req.end, "stream no longer exists")
             return
         self.counters.add("replays_served")
         try:
-            pos = req.start
-            size = os.fstat(fd).st_size
-            if size < req.start:
-                yield self._gone(target, req, req.start, "file is shorter than the range")
-                return
-            while pos < req.end:
-                block = read_range(
-                    fd,
-                    req.stream,
-                    pos,
-                    REPLAY_BLOCK_BYTES,
-                    target.max_line_bytes,
-                    target.policy,
-                    target.floor,
-                )
-                if block is None:
-                    break
-                header = wire.DataHeader(
-                    self.node,
-                    req.stream,
-                    target.source,
-                    target.path,
-                    block.start,
-                    block.end,
-                    block.lines,
-                )
-                yield wire.encode_data(target.topic, header, block.payload)
-                self.counters.add("replay_bytes_out", len(block.payload))
-                pos = block.end
+            yield from self._read_answers(target, req, fd)
         finally:
             os.close(fd)
+
+    def _read_answers(self, target: ReplayTarget, req: wire.ReplayRequest, fd: int) -> Answer:
+        if os.fstat(fd).st_size < req.start:
+            yield self._gone(target, req, req.start, req.end, "file is shorter than the range")
+            return
+        pos, sent = req.start, False
+        if not is_block_end(fd, pos, target.max_line_bytes, target.policy, target.floor):
+            line_start = next_line_start(fd, pos)
+            if line_start is None:  # the rest of the file is one unfinished line
+                yield self._data(target, Block(req.stream, pos, pos, b"", 0))
+                return
+            yield self._gone(target, req, pos, line_start, "start is inside a line")
+            pos, sent = line_start, True
+        while pos < req.end:
+            block = read_range(
+                fd,
+                req.stream,
+                pos,
+                REPLAY_BLOCK_BYTES,
+                target.max_line_bytes,
+                target.policy,
+                target.floor,
+            )
+            if block is None:
+                break
+            yield self._data(target, block)
+            pos, sent = block.end, True
+        if pos < req.end or not sent:
+            yield self._where_it_stops(target, req, pos)
+
+    def _where_it_stops(self, target: ReplayTarget, req: wire.ReplayRequest, pos: int) -> list[Any]:
+        """Nothing more at `pos`: gone for what a finished stream had, else an empty block."""
+        end = min(req.end, target.final_end)  # final_end is -1 while the file may grow
+        if pos < end:
+            return self._gone(target, req, pos, end, "no longer in its file")
+        return self._data(target, Block(req.stream, pos, pos, b"", 0))
+
+    def _data(self, target: ReplayTarget, block: Block) -> list[Any]:
+        header = wire.DataHeader(
+            self.node,
+            block.stream,
+            target.source,
+            target.path,
+            block.start,
+            block.end,
+            block.lines,
+            prev=target.prev,
+            prev_end=target.prev_end,
+        )
+        self.counters.add("replay_bytes_out", len(block.payload))
+        return wire.encode_data(target.topic, header, block.payload)
 
     def _gone(
         self,
         target: ReplayTarget | None,
         req: wire.ReplayRequest,
         start: int,
+        end: int,
         reason: str,
     ) -> list[Any]:
         self.counters.add("replay_gone")
-        log.warning(
-            "replay range gone: stream %s range %d-%d: %s", req.stream, start, req.end, reason
-        )
+        log.warning("replay range gone: stream %s range %d-%d: %s", req.stream, start, end, reason)
         topic = target.topic if target is not None else b"-"
-        return wire.encode_gone(topic, wire.Gone(self.node, req.stream, start, req.end, reason))
+        return wire.encode_gone(topic, wire.Gone(self.node, req.stream, start, end, reason))
 
 
 def _next_answer(peer: Peer) -> list[Any] | None:

@@ -29,6 +29,13 @@ holds it with a fingerprint covering what is read: after a kill -9 it is found
 again under the same id (collectors drop what they had), and told from new
 content at its inode.
 
+A new file at a path where another stream was (rotation, copytruncate, a
+file deleted and made again) succeeds that stream: its first block waits
+until the predecessor is read as far as it was when the new file got lines,
+and every block of it names the predecessor and that offset (`prev`,
+`prev_end`), so collectors keep the order of the copies. The link goes when
+the predecessor is retired.
+
 A finished stream (read to its end, file gone) stays announced for
 RETIRE_AFTER_S so that heartbeats still tell collectors its end and replays
 can still be asked, then it is retired: a collector cut off for longer may
@@ -106,6 +113,16 @@ class ReplayTarget:
     max_line_bytes: int
     policy: LongLinePolicy
     floor: int = 0  # bytes before it are never sent (start_at: end)
+    final_end: int = -1  # where it ended, once finished (its file gone); -1 while it may grow
+    prev: str = ""  # the stream it succeeds at its path, and that one's end when it began
+    prev_end: int = 0
+
+
+def tailer_link(tailer: Tailer) -> tuple[str, int]:
+    """The `prev` and `prev_end` its blocks carry: ("", 0) until the link is settled."""
+    if tailer.prev and tailer.prev_end >= 0:
+        return tailer.prev, tailer.prev_end
+    return "", 0
 
 
 class Registry:
@@ -194,6 +211,9 @@ class StreamManager:
         self.dirty = False
         self.scanner = Scanner()
         self.outputs = CollectorOutputs()
+        self.last_live: dict[str, str] = {}  # path -> the stream last live there
+        self.live_path: dict[str, str] = {}  # and back: stream -> that path
+        self.successor: dict[str, str] = {}  # stream -> the stream that succeeds it
         self._records: dict[str, tuple[tuple[object, ...], StreamRecord]] = {}
         self.retire_after_s = max(
             RETIRE_AFTER_S, RETIRE_AFTER_HEARTBEATS * config.publish.heartbeat_interval_s
@@ -232,6 +252,7 @@ class StreamManager:
         for record, source in missing:
             if not self._resume_compressed(record, source, listings):
                 self._note_gone_while_stopped(record, source)
+        self._restore_links(stored.records)
         # Rotated files never seen are looked for after the first scan (see rescan).
         self._restored = stored
         self.dirty = True
@@ -246,6 +267,15 @@ class StreamManager:
             sum(1 for t in found if t is not None and not t.finished),
             shown(os.path.join(self.config.state_dir, JOURNAL_NAME)),
         )
+
+    def _restore_links(self, records: Iterable[StreamRecord]) -> None:
+        """Each stream's predecessor, if both were found again."""
+        for record in records:
+            tailer = self.tailers.get(record.stream)
+            if tailer is not None and record.prev in self.tailers:
+                tailer.prev, tailer.prev_end = record.prev, record.prev_end
+                self.successor[record.prev] = record.stream
+                self._publish_target(tailer)
 
     def _is_instance(self, path: str, record: StreamRecord) -> bool:
         """The stored file instance, unclaimed, at `path`, and not cut back since.
@@ -658,6 +688,7 @@ class StreamManager:
         tailer.head = head if len(head) < FINGERPRINT_BYTES else None
         now_there = _stat(path)
         tailer.rotated = now_there is None or not fid.is_same_inode(now_there)  # deleted since
+        self._link(tailer, self.last_live.get(path))
         self._adopt(tailer, fd)
         self.counters.add("streams_opened")
         log.info(
@@ -691,6 +722,8 @@ class StreamManager:
         self.at_path[tailer.path] = sid
         if not tailer.rotated:
             self.live[tailer.path] = sid
+            self.last_live[tailer.path] = sid
+            self.live_path[sid] = tailer.path
         if fd is not None:
             self._attach(tailer, fd)
         self._publish_target(tailer)
@@ -714,9 +747,49 @@ class StreamManager:
                 tailer.max_line_bytes,
                 tailer.policy,
                 tailer.floor,
+                tailer.offset if tailer.finished else -1,
+                *tailer_link(tailer),
             )
         )
         self.dirty = True
+
+    # -- order across rotation -------------------------------------------------
+
+    def _link(self, tailer: Tailer, prev: str | None) -> None:
+        """`tailer` is the new file at the path where stream `prev` was."""
+        if prev is None or prev == tailer.stream or prev not in self.tailers:
+            return
+        tailer.prev = prev
+        self.successor[prev] = tailer.stream
+
+    def _waits_for_prev(self, tailer: Tailer) -> bool:
+        """Whether its first block must wait: the predecessor still has bytes to read
+        that were in its file when this stream first had a block to give."""
+        prev = self.tailers.get(tailer.prev)
+        if prev is None or prev.finished:
+            return False
+        if tailer.prev_until < 0:
+            tailer.prev_until = _size_or(prev, prev.offset) if prev.fd is not None else prev.offset
+            st = _stat(prev.path) if prev.fd is None else None
+            if st is not None and prev.file_id.is_same_inode(st):
+                tailer.prev_until = st.st_size
+            self.ready.add(prev.stream)
+        return prev.stream in self.ready and prev.offset < tailer.prev_until
+
+    def _settle_link(self, tailer: Tailer) -> None:
+        """Its first block goes out now: it follows the predecessor's bytes read so far."""
+        prev = self.tailers.get(tailer.prev)
+        if prev is None:
+            self._unlink(tailer)
+            return
+        tailer.prev_end = prev.offset
+        self._publish_target(tailer)
+
+    def _unlink(self, tailer: Tailer) -> None:
+        if self.successor.get(tailer.prev) == tailer.stream:
+            del self.successor[tailer.prev]
+        tailer.prev, tailer.prev_end, tailer.prev_until = "", -1, -1
+        self._publish_target(tailer)
 
     def _move(self, tailer: Tailer, new_path: str) -> None:
         if self.at_path.get(tailer.path) == tailer.stream:
@@ -863,6 +936,9 @@ class StreamManager:
                 if tailer.file_id.fingerprint.size > tailer.saved_fingerprint_size:
                     self.unsaved.add(sid)
                     continue
+                unsettled = bool(tailer.prev) and tailer.prev_end < 0
+                if unsettled and self._waits_for_prev(tailer):
+                    continue  # the predecessor's last lines go first
                 block = tailer.read_block(max_bytes)
             except OSError as exc:
                 log.warning("cannot read %s: %s (stream %s)", shown(tailer.path), exc.strerror, sid)
@@ -876,6 +952,8 @@ class StreamManager:
                 continue
             self.opened.move_to_end(sid)
             self._count_cuts(tailer)
+            if unsettled:
+                self._settle_link(tailer)
             self.emit(block, tailer)
             self.dirty = True
             emitted += 1
@@ -1084,6 +1162,7 @@ class StreamManager:
         self._forget(tailer)
         self.ready.discard(tailer.stream)
         tailer.finished = True
+        self._publish_target(tailer)  # replays learn where it ended
         self.retiring.append((time.monotonic() + self.retire_after_s, tailer.stream))
         self.dirty = True
 
@@ -1118,6 +1197,14 @@ class StreamManager:
                 self._retire(done)
 
     def _retire(self, tailer: Tailer) -> None:
+        successor = self.tailers.get(self.successor.pop(tailer.stream, ""))
+        if successor is not None:
+            self._unlink(successor)  # collectors may forget it now: no block waits for it
+        if tailer.prev:
+            self._unlink(tailer)
+        path = self.live_path.pop(tailer.stream, None)
+        if path is not None and self.last_live.get(path) == tailer.stream:
+            del self.last_live[path]
         if tailer.file_id.fingerprint.size:
             self.retired_heads.append(tailer.file_id.fingerprint)
         self._close(tailer)
@@ -1159,21 +1246,20 @@ class StreamManager:
         cache = self._records
         out = []
         for t in self.tailers.values():
-            key = (t.path, t.file_id, t.offset, t.rotated, t.finished, t.last_size, t.floor)
+            key = (
+                t.path,
+                t.file_id,
+                t.offset,
+                t.rotated,
+                t.finished,
+                t.last_size,
+                t.floor,
+                t.prev,
+                t.prev_end,
+            )
             cached = cache.get(t.stream)
             if cached is None or cached[0] != key:
-                record = StreamRecord(
-                    t.stream,
-                    t.source,
-                    t.topic.decode("utf-8"),
-                    t.path,
-                    t.file_id,
-                    t.offset,
-                    t.rotated,
-                    t.finished,
-                    t.last_size,
-                    t.floor,
-                )
+                record = StreamRecord(t.stream, t.source, t.topic.decode("utf-8"), *key)
                 cached = cache[t.stream] = (key, record)
             out.append(cached[1])
         if len(cache) > 2 * len(out):

@@ -5,7 +5,7 @@ partial last line waits for its newline. Lines longer than max_line_bytes are
 split, truncated or skipped by policy. The cut is a pure function of the
 file's bytes, the offset it starts at (a long line's tail is recognised by
 the byte before the offset) and the stream's floor (what `start_at: end`
-skipped goes as one empty block), so the replay server, reading the same
+skipped goes as empty blocks), so the replay server, reading the same
 range later, produces the same lines as the tailer did.
 
 A Tailer also tells whether its file is still the content it read: cut back
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from zaggd.config import LongLinePolicy
 from zaggd.identity import FINGERPRINT_BYTES, FileId, fingerprint_of, has_prefix
+from zaggd.wire import MAX_EMPTY_SPAN_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,12 @@ def is_mid_long_line(fd: int, offset: int, policy: LongLinePolicy, max_line_byte
     return before not in (b"\n", b"")
 
 
+def skip_block(stream: str, start: int, floor: int) -> Block:
+    """The empty block from `start` towards `floor`: at most wire.MAX_EMPTY_SPAN_BYTES,
+    so a skip of any size goes as several blocks that every collector accepts."""
+    return Block(stream, start, min(floor, start + MAX_EMPTY_SPAN_BYTES), b"", 0)
+
+
 def read_range(
     fd: int,
     stream: str,
@@ -118,10 +125,10 @@ def read_range(
     """The block at `start` of an open file, cut as the tailer cuts it.
 
     Bytes before `floor` (a file found at the first start with `start_at:
-    end`) are never sent: an empty block moves the stream's offset past them.
+    end`) are never sent: empty blocks move the stream's offset past them.
     """
     if start < floor:
-        return Block(stream, start, floor, b"", 0)
+        return skip_block(stream, start, floor)
     mid = is_mid_long_line(fd, start, policy, max_line_bytes)
     _, consumed, payload, lines = read_and_cut(
         fd, start, max_bytes, max_line_bytes, policy, mid, CutCounts()
@@ -161,7 +168,7 @@ class Tailer:
     offset: int
     max_line_bytes: int
     policy: LongLinePolicy
-    floor: int = 0  # bytes before it are skipped (start_at: end), sent as one empty block
+    floor: int = 0  # bytes before it are skipped (start_at: end), sent as empty blocks
     fd: int | None = None
     rotated: bool = False  # the path no longer names this file instance
     decompressed: bool = False  # fd reads a decompressed copy; it cannot be reopened
@@ -172,6 +179,11 @@ class Tailer:
     saved_fingerprint_size: int = -1  # in the offset store; -1: not in it yet
     head: bytes | None = None  # a short file's fingerprinted bytes, when known
     stalled_size: int = -1  # the size at which only a partial line was left to read
+    # The stream that was at this path before (rotation), and its offset when this
+    # one's first block was read (-1: not settled yet); see StreamManager.read_round.
+    prev: str = ""
+    prev_end: int = -1
+    prev_until: int = -1  # the predecessor's size when this stream first had a block to read
     intact_at: float = field(default_factory=time.time)  # wall time it was last seen unchanged
     last_active: float = field(default_factory=time.monotonic)
     counts: CutCounts = field(default_factory=CutCounts)
@@ -267,11 +279,12 @@ class Tailer:
         """
         assert self.fd is not None
         if self.offset < self.floor:
-            skipped = Block(self.stream, self.offset, self.floor, b"", 0)
-            self.offset = self.floor
-            self.discarding = is_mid_long_line(
-                self.fd, self.offset, self.policy, self.max_line_bytes
-            )
+            skipped = skip_block(self.stream, self.offset, self.floor)
+            self.offset = skipped.end
+            if self.offset == self.floor:
+                self.discarding = is_mid_long_line(
+                    self.fd, self.offset, self.policy, self.max_line_bytes
+                )
             return skipped
         fp = self.file_id.fingerprint
         capped = fp.size < FINGERPRINT_BYTES

@@ -29,7 +29,7 @@ from zaggd.producer.discovery import Discovery
 from zaggd.producer.journal import StreamJournal
 from zaggd.producer.offsets import OffsetStore, StoredState
 from zaggd.producer.publisher import Outgoing, PublisherThread
-from zaggd.producer.streams import Announce, Registry, Retire, StreamManager
+from zaggd.producer.streams import Announce, Registry, Retire, StreamManager, tailer_link
 from zaggd.producer.tailer import Block, Tailer
 from zaggd.producer.unreadable import UNREADABLE
 from zaggd.producer.whereabouts import current_path
@@ -82,6 +82,7 @@ class TailerThread(Worker):
         out: Outgoing | Announce | Retire
         if isinstance(item, Block):
             assert tailer is not None
+            prev, prev_end = tailer_link(tailer)
             header = wire.DataHeader(
                 self.config.node,
                 item.stream,
@@ -90,6 +91,8 @@ class TailerThread(Worker):
                 item.start,
                 item.end,
                 item.lines,
+                prev=prev,
+                prev_end=prev_end,
             )
             out = Outgoing(tailer.topic, header, item.payload)
         else:
