@@ -30,6 +30,7 @@ the first examples) and the command that replays it; its folder is kept.
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import gzip
 import itertools
@@ -200,6 +201,7 @@ class SourceWriter:
         self.path, self.tag = path, tag
         self.lines = 0
         self.bytes = 0
+        self.cuts: list[int] = []  # first line of each new copy of the file (logrotate)
         self.lock = threading.Lock()
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.jobs: queue.Queue[Action | None] = queue.Queue()
@@ -252,6 +254,7 @@ class SourceWriter:
         with self.lock:
             os.close(self.fd)
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.cuts.append(self.lines)
 
     @contextlib.contextmanager
     def held(self) -> Any:
@@ -282,17 +285,24 @@ class Judgement:
     copies_in: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     rangeless: list[str] = field(default_factory=list)  # archives with lines but no ranges
     doubled_in: set[str] = field(default_factory=set)  # output pieces holding a doubled line
+    # per tag, the first line of each copy after the first (logrotate cut the file there)
+    copies: dict[str, list[int]] = field(default_factory=dict)
+
+    def copy_of(self, tag: str, seq: int) -> int:
+        return bisect.bisect_right(self.copies.get(tag, []), seq)
 
     def classes(self) -> list[str]:
         """Failure classes, for a summary over many schedules."""
         out = []
         if self.doubled:
-            rangeless = set(self.rangeless) & self.doubled_in
+            rangeless = set(self.rangeless) & {p.removesuffix(".gz") for p in self.doubled_in}
             out.append("doubled:archive-without-ranges" if rangeless else "doubled")
         if self.missing:
             out.append("missing")
-        if self.out_of_order:
-            out.append("out-of-order")
+        if any(self.copy_of(t, s) < self.copy_of(t, p) for t, s, p in self.out_of_order):
+            out.append("out-of-order:across-copies")
+        if any(self.copy_of(t, s) == self.copy_of(t, p) for t, s, p in self.out_of_order):
+            out.append("out-of-order:within-a-copy")
         if self.foreign or self.misplaced:
             out.append("foreign")
         return out
@@ -334,7 +344,10 @@ class Judgement:
         if self.out_of_order:
             out.append(
                 "first out of order: "
-                + ", ".join(f"{t}#{s} after #{p}" for t, s, p in self.out_of_order[:5])
+                + ", ".join(
+                    f"{t}#{s} (copy {self.copy_of(t, s)}) after #{p} (copy {self.copy_of(t, p)})"
+                    for t, s, p in self.out_of_order[:5]
+                )
             )
         if self.foreign:
             out.append(f"first foreign: {self.foreign[:3]!r}")
@@ -426,9 +439,12 @@ def rangeless_archives(root: Path) -> list[str]:
 _LINE = re.compile(rb"^(\S+) (\d{8}) \.*\n$")
 
 
-def judge(root: Path, written: dict[str, int]) -> Judgement:
-    """Every written line (tag -> count) exactly once, in order, in one output file."""
-    j = Judgement()
+def judge(
+    root: Path, written: dict[str, int], copies: dict[str, list[int]] | None = None
+) -> Judgement:
+    """Every written line (tag -> count) exactly once, in order, in one output file.
+    `copies`: per tag, where logrotate cut the file (for the failure classes)."""
+    j = Judgement(copies=copies or {})
     seen: dict[str, list[int]] = {tag: [] for tag in written}
     pieces_of: dict[str, list[str]] = {tag: [] for tag in written}  # parallel to seen
     where: dict[str, set[str]] = {tag: set() for tag in written}
@@ -550,6 +566,9 @@ class World:
     def written(self) -> dict[str, int]:
         return {w.tag: w.lines for w in self.writers}
 
+    def copies(self) -> dict[str, list[int]]:
+        return {w.tag: list(w.cuts) for w in self.writers}
+
     def bytes_written(self) -> int:
         return sum(w.bytes for w in self.writers)
 
@@ -600,6 +619,9 @@ class World:
                 for w in writers:  # held still: copytruncate's own race is a documented loss
                     stack.enter_context(w.held())
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            if mode == "copytruncate":
+                for w in writers:
+                    w.cuts.append(w.lines)
         if r.returncode != 0 or r.stderr.strip():
             raise HarnessError(f"logrotate failed ({r.returncode}): {r.stderr.strip()[:300]}")
         if mode != "copytruncate":
@@ -768,10 +790,10 @@ def finish(world: World, result: Result) -> None:
         )
     result.details.append(f"collector counters: {compact(world.counters(world.collector))}")
     result.details.append(f"producer counters: {compact(world.counters(world.producer))}")
-    running = judge(world.out, world.written())
+    running = judge(world.out, world.written(), world.copies())
     stop(world.producer, signal.SIGTERM)
     stop(world.collector, signal.SIGTERM)
-    final = judge(world.out, world.written())
+    final = judge(world.out, world.written(), world.copies())
     result.judgement = final
     for cls in final.classes():
         if cls not in result.classes:
@@ -786,7 +808,7 @@ def finish(world: World, result: Result) -> None:
 
 def finish_after_failure(world: World, result: Result) -> None:
     """After a daemon failed: still compare what is there, for the report."""
-    j = judge(world.out, world.written())
+    j = judge(world.out, world.written(), world.copies())
     result.judgement = j
     result.details.append("output when it failed: " + j.summary())
 

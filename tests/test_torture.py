@@ -85,7 +85,11 @@ def test_the_judge_finds_lines_missing_doubled_and_out_of_order(tmp_path: Path) 
         "t.a/node-a.log.20260101T000000.000000Z.gz",
         "t.a/node-a.log",
     ]
-    assert not j.exact and set(j.classes()) == {"doubled", "missing", "out-of-order", "foreign"}
+    assert not j.exact
+    assert set(j.classes()) == {"doubled", "missing", "out-of-order:within-a-copy", "foreign"}
+    # With logrotate's cut between lines 3 and 4, line 3 belongs to an older copy.
+    j = torture.judge(tmp_path, {"f": 7}, {"f": [4]})
+    assert "out-of-order:across-copies" in j.classes()
     exact = {"f": 7}
     (folder / "node-a.log").write_bytes(b"".join(line("f", i) for i in range(3, 7)))
     assert torture.judge(tmp_path, exact).exact
