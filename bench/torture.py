@@ -572,9 +572,6 @@ class World:
     def bytes_written(self) -> int:
         return sum(w.bytes for w in self.writers)
 
-    def is_up(self, daemon: Daemon) -> bool:
-        return daemon.proc is not None and daemon.proc.poll() is None
-
     def counters(self, daemon: Daemon) -> dict[str, int]:
         try:
             return dict(daemon.status()["counters"])
@@ -679,6 +676,7 @@ def run_schedule(
                 result.fail("time-limit", f"time limit {time_limit_s:.0f} s: later actions skipped")
                 break
             say(f"seed {seed}: {action.describe()}")
+            check_alive(world)
             do(world, action, rng, result)
             result.done.append(action.describe())
         finish(world, result)
@@ -694,6 +692,16 @@ def run_schedule(
     if not result.ok:
         result.details += log_findings(world)
     return result
+
+
+def check_alive(world: World) -> None:
+    """Both daemons run between actions: one that exited by itself is a finding."""
+    for daemon in (world.producer, world.collector):
+        if daemon.proc is not None and daemon.proc.poll() is not None:
+            tail = daemon.output()[-1500:]
+            raise Failed(
+                "crash", f"{daemon.kind} exited {daemon.proc.returncode} by itself: {tail}"
+            )
 
 
 def start(daemon: Daemon) -> None:
@@ -772,9 +780,7 @@ def finish(world: World, result: Result) -> None:
     for w in world.writers:
         if not w.wait_idle(120.0):
             raise HarnessError(f"writer {w.tag} did not finish its bursts")
-    for daemon in (world.collector, world.producer):
-        if not world.is_up(daemon):
-            start(daemon)
+    check_alive(world)
     want = world.bytes_written()
     deadline = time.monotonic() + CATCH_UP_S
     has: int | None = None
