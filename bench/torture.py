@@ -669,8 +669,8 @@ def run_schedule(
     try:
         for w, n in zip(world.writers, p.history, strict=True):
             w.write_now(n)
-        world.collector.start(timeout_s=START_S)
-        world.producer.start(timeout_s=START_S)
+        start(world.collector)
+        start(world.producer)
         for action in p.actions:
             if time.monotonic() > deadline:
                 result.fail("time-limit", f"time limit {time_limit_s:.0f} s: later actions skipped")
@@ -708,7 +708,7 @@ def start(daemon: Daemon) -> None:
     try:
         daemon.start(timeout_s=START_S)
     except AssertionError as exc:
-        raise Failed("start", f"{daemon.kind} did not start again: {str(exc)[:500]}") from None
+        raise Failed("start", f"{daemon.kind} did not start: {str(exc)[:500]}") from None
 
 
 def stop(daemon: Daemon, sig: int) -> None:
