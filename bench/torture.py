@@ -205,13 +205,14 @@ class SourceWriter:
         self.lock = threading.Lock()
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.jobs: queue.Queue[Action | None] = queue.Queue()
+        self.closing = threading.Event()  # ends a burst early when the schedule is torn down
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"writer-{tag}", daemon=True)
         self.thread.start()
 
     def write_now(self, count: int, chunk: int = 500, pause_s: float = 0.0) -> None:
         done = 0
-        while done < count:
+        while done < count and not self.closing.is_set():
             n = min(chunk, count - done)
             with self.lock:
                 data = b"".join(line(self.tag, self.lines + i) for i in range(n))
@@ -262,6 +263,7 @@ class SourceWriter:
             yield
 
     def close(self) -> None:
+        self.closing.set()
         self.jobs.put(None)
         self.thread.join(timeout=30)
         with contextlib.suppress(OSError):
