@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -251,6 +252,29 @@ def numbered_lines(prefix: str, start: int, count: int, width: int = 100) -> lis
         head = f"{prefix} {i:07d} "
         out.append((head + "x" * max(0, width - len(head) - 1) + "\n").encode())
     return out
+
+
+_probes = itertools.count()
+
+
+def probe_line(tag: str = "probe") -> bytes:
+    """A line no test writes otherwise. Appended after everything else, its arrival
+    at the end of the output proves that every line before it in its file was
+    processed: a condition to wait for instead of a fixed sleep."""
+    return f"{tag} {os.getpid()} {next(_probes)}\n".encode()
+
+
+def ends_with(path: Path, tail: bytes) -> bool:
+    """`path` exists and ends with `tail` (without reading it whole)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size < len(tail):
+                return False
+            f.seek(size - len(tail))
+            return f.read() == tail
+    except FileNotFoundError:
+        return False
 
 
 def tailing_pair(tmp_path: Path, output: dict[str, Any]) -> tuple[Path, Daemon, Daemon]:

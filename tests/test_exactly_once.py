@@ -18,13 +18,17 @@ import pytest
 
 from tests.helpers import (
     Daemon,
+    append_lines,
     collector_config,
+    ends_with,
     free_port,
     numbered_lines,
+    probe_line,
     producer_config,
     stop_all,
     wait_until,
 )
+from zaggd.errors import ZaggdError
 
 TOTAL_LINES = 500_000
 CHUNK_LINES = 2_000
@@ -81,11 +85,16 @@ def output_of(tmp_path: Path, collector: int = 0) -> Path:
 
 
 def assert_exact(tmp_path: Path, source: Path, collector: int = 0, timeout_s: float = 90.0) -> None:
+    """The output equals the source. A probe line appended to the source (the
+    writer has finished) is waited for at the end of the output: once it is
+    there, every line before it was processed, and the comparison is final."""
+    probe = probe_line()
+    append_lines(source, [probe])
     want = source.read_bytes()
     out = output_of(tmp_path, collector)
-    wait_until(lambda: out.exists() and out.stat().st_size >= len(want), timeout_s, 0.2)
-    time.sleep(0.5)
-    got = out.read_bytes()
+    with contextlib.suppress(AssertionError):  # the comparison below says what differs
+        wait_until(lambda: ends_with(out, probe), timeout_s, 0.2)
+    got = out.read_bytes() if out.exists() else b""
     if got != want:
         got_lines, want_lines = got.splitlines(), want.splitlines()
         dupes = len(got_lines) - len(set(got_lines))
@@ -96,13 +105,27 @@ def assert_exact(tmp_path: Path, source: Path, collector: int = 0, timeout_s: fl
         )
 
 
-def kill_repeatedly(daemon: Daemon, writer: Writer, kills: int) -> None:
+def repaired(collector: Daemon) -> int:
+    """The collector's bytes_repaired in its current life (0 if it cannot answer)."""
+    try:
+        return int(collector.status()["counters"]["bytes_repaired"])
+    except ZaggdError:
+        return 0
+
+
+def kill_repeatedly(daemon: Daemon, writer: Writer, kills: int) -> int:
+    """kill -9 and restart `daemon` while `writer` writes; returns, for a collector,
+    the bytes it repaired in the lives that ended, each read just before its kill."""
     rng = random.Random(7)
     period = writer.duration_s / (kills + 1)
+    total = 0
     for _ in range(kills):
         time.sleep(period * rng.uniform(0.5, 1.0))
+        if daemon.kind == "collector":
+            total += repaired(daemon)
         daemon.kill()
         daemon.start()
+    return total
 
 
 @pytest.mark.slow
@@ -114,9 +137,14 @@ def test_killed_ten_times(tmp_path: Path, victim: str) -> None:
         producer.start()
         writer = Writer(logs / "a.log")
         writer.start()
-        kill_repeatedly(collector if victim == "collector" else producer, writer, 10)
+        killed = collector if victim == "collector" else producer
+        repaired_before = kill_repeatedly(killed, writer, 10)
         writer.join(timeout=120)
         assert_exact(tmp_path, logs / "a.log")
+        # A collector back from a kill asks for what came after its checkpoint:
+        # lines were written meanwhile, so some came by replay.
+        if victim == "collector":
+            assert repaired_before + repaired(collector) > 0
     finally:
         stop_all(producer, collector)
 
@@ -130,11 +158,21 @@ def test_collector_stopped_ten_seconds(tmp_path: Path) -> None:
         writer = Writer(logs / "a.log", total=200_000, duration_s=12.0)
         writer.start()
         time.sleep(1.0)
+        # Lines written before the collector's subscription took hold come by
+        # replay: count from when that is done.
+        wait_until(lambda: collector.status()["gaps_open"] == 0, 20)
+        waits, before = producer.status()["counters"]["send_waits"], collector.status()["counters"]
         collector.signal(signal.SIGSTOP)
         time.sleep(10.0)
         collector.signal(signal.SIGCONT)
         writer.join(timeout=120)
         assert_exact(tmp_path, logs / "a.log")
+        # Back-pressure, not drops: the producer waited for the frozen collector
+        # (the file was the buffer), and so nothing was lost on the way to repair.
+        assert producer.status()["counters"]["send_waits"] > waits
+        after = collector.status()["counters"]
+        for name in ("gaps_found", "bytes_repaired"):
+            assert after[name] == before[name], (before, after)
     finally:
         stop_all(producer, collector)
 
@@ -149,10 +187,16 @@ def test_collector_down_thirty_seconds(tmp_path: Path) -> None:
         writer.start()
         time.sleep(1.5)
         assert collector.stop() == 0
-        time.sleep(30.0)
+        stopped_at = writer.written
+        time.sleep(15.0)
+        # Lines written in the outage's first half were published (to nobody)
+        # long before the restart: they can only come by replay.
+        unseen = writer.written - stopped_at
+        time.sleep(15.0)
         collector.start()
         writer.join(timeout=120)
         assert_exact(tmp_path, logs / "a.log")
+        assert unseen > 0 and repaired(collector) >= unseen * 100
     finally:
         stop_all(producer, collector)
 
@@ -169,6 +213,7 @@ class CuttableProxy(threading.Thread):
         self.stop_flag = threading.Event()
         self.conns: list[socket.socket] = []
         self.lock = threading.Lock()
+        self.bytes_relayed = 0
 
     def run(self) -> None:
         listener: socket.socket | None = None
@@ -210,6 +255,8 @@ class CuttableProxy(threading.Thread):
                 if not data:
                     break
                 dst.sendall(data)
+                with self.lock:
+                    self.bytes_relayed += len(data)
         except OSError:
             pass
         for s in (src, dst):
@@ -227,18 +274,26 @@ class CuttableProxy(threading.Thread):
 
 @pytest.mark.slow
 def test_network_cut_and_restored(tmp_path: Path) -> None:
+    """Both links, data and replay, go through relays that are cut together:
+    heartbeats advertise the replay relay, so repairs cross the cut network too."""
     logs = tmp_path / "logs"
     logs.mkdir()
     port, replay = free_port(), free_port()
-    proxy = CuttableProxy(port)
-    proxy.start()
+    data_link, replay_link = CuttableProxy(port), CuttableProxy(replay)
+    links = (data_link, replay_link)
+    for link in links:
+        link.start()
     pcfg = producer_config(
         tmp_path,
         "node1",
         [{"name": "app", "topic": "app", "paths": [f"{logs}/*.log"]}],
-        {"bind": [f"tcp://127.0.0.1:{port}"], "replay": f"tcp://127.0.0.1:{replay}"},
+        {
+            "bind": [f"tcp://127.0.0.1:{port}"],
+            "replay": f"tcp://127.0.0.1:{replay}",
+            "advertise": f"tcp://127.0.0.1:{replay_link.port}",
+        },
     )
-    ccfg = collector_config(tmp_path, "c0", {"connect": [f"tcp://127.0.0.1:{proxy.port}"]})
+    ccfg = collector_config(tmp_path, "c0", {"connect": [f"tcp://127.0.0.1:{data_link.port}"]})
     producer, collector = Daemon("producer", pcfg, tmp_path), Daemon("collector", ccfg, tmp_path)
     try:
         collector.start()
@@ -247,15 +302,22 @@ def test_network_cut_and_restored(tmp_path: Path) -> None:
         writer.start()
         for _ in range(3):
             time.sleep(2.0)
-            proxy.open.clear()
+            for link in links:
+                link.open.clear()
             time.sleep(1.5)
-            proxy.open.set()
+            for link in links:
+                link.open.set()
         writer.join(timeout=120)
         assert_exact(tmp_path, logs / "a.log")
+        # Lines published while the data link was down reached nobody: they
+        # came by replay, through the replay relay.
+        assert repaired(collector) > 0
+        assert replay_link.bytes_relayed >= repaired(collector)
     finally:
         stop_all(producer, collector)
-        proxy.stop_flag.set()
-        proxy.join(timeout=5)
+        for link in links:
+            link.stop_flag.set()
+            link.join(timeout=5)
 
 
 @pytest.mark.slow
@@ -267,10 +329,11 @@ def test_two_collectors_one_killed_repeatedly(tmp_path: Path) -> None:
         producer.start()
         writer = Writer(logs / "a.log", total=300_000, duration_s=10.0)
         writer.start()
-        kill_repeatedly(collectors[1], writer, 6)
+        repaired_before = kill_repeatedly(collectors[1], writer, 6)
         writer.join(timeout=120)
         assert_exact(tmp_path, logs / "a.log", 0)
         assert_exact(tmp_path, logs / "a.log", 1)
+        assert repaired_before + repaired(collectors[1]) > 0
     finally:
         stop_all(producer, *collectors)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -23,9 +24,11 @@ from tests.helpers import (
     Daemon,
     append_lines,
     collector_config,
+    ends_with,
     free_port,
     is_zaggd_own,
     numbered_lines,
+    probe_line,
     producer_config,
     stop_all,
     wait_until,
@@ -142,6 +145,22 @@ def test_ready_only_after_the_first_scan(tmp_path: Path) -> None:
         stop_all(producer, collector)
 
 
+def blocked_in_fifo_open(pid: int) -> bool:
+    """Some thread of `pid` waits in the kernel for a FIFO's other end."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if "fifo_open" in (task / "stack").read_text():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def stuck_reports(daemon: Daemon) -> int:
+    """How often the main loop has found the subscriber making no progress (debug log)."""
+    return daemon.output().count("thread zaggd-subscriber is not making progress")
+
+
 def test_no_watchdog_pings_from_a_stuck_worker(tmp_path: Path) -> None:
     producer, collector, logs = bound_pair(tmp_path)
     # An output "file" that is a FIFO with no reader: opening it blocks the writer thread.
@@ -155,11 +174,31 @@ def test_no_watchdog_pings_from_a_stuck_worker(tmp_path: Path) -> None:
         assert collector.notify is not None
         wait_until(lambda: collector.notify.has("WATCHDOG=1"), 10)
         (logs / "a.log").write_bytes(b"one line\n")
-        time.sleep(2.0)  # the subscriber is now stuck in open()
-        collector.notify.poll()
+        # The subscriber is stuck in open(), in the kernel, on the FIFO.
+        wait_until(lambda: blocked_in_fifo_open(collector.pid), 20)
+        wait_until(lambda: stuck_reports(collector) > 0, 10)
         collector.notify.messages.clear()
-        time.sleep(3.0)
+        seen = stuck_reports(collector)
+        # The main loop runs on (it checks the workers about once a second here
+        # and names the stuck one) and sends no ping; the process is alive, not exiting.
+        wait_until(lambda: stuck_reports(collector) >= seen + 4, 10)
         assert "WATCHDOG=1" not in collector.notify.poll()
+        assert collector.proc is not None and collector.proc.poll() is None
+        assert not collector.notify.has("STOPPING=1")
+        assert blocked_in_fifo_open(collector.pid)
+        # Given a reader, the subscriber's open() returns and the line goes
+        # through the FIFO: it was this worker, alive and stuck there.
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            got = b""
+            deadline = time.monotonic() + 20
+            while got != b"one line\n" and time.monotonic() < deadline:
+                with contextlib.suppress(BlockingIOError):
+                    got += os.read(reader, 100)
+                time.sleep(0.05)
+            assert got == b"one line\n"
+        finally:
+            os.close(reader)
     finally:
         collector.kill()
         stop_all(producer)
@@ -188,9 +227,10 @@ def test_twenty_reloads_during_a_stream_lose_and_double_nothing(tmp_path: Path) 
             time.sleep(0.35)
         writer.join(timeout=60)
         out = tmp_path / "out-c1" / "app" / "node1-app.log"
+        probe = probe_line()  # at the end of the output: every line before it was processed
+        append_lines(log, [probe])
         want = log.read_bytes()
-        wait_until(lambda: out.exists() and out.stat().st_size >= len(want), 60, 0.2)
-        time.sleep(0.5)
+        wait_until(lambda: ends_with(out, probe), 60, 0.2)
         assert out.read_bytes() == want
         assert producer.output().count("reloaded") >= 10
         assert collector.output().count("reloaded") >= 10
@@ -304,10 +344,17 @@ def test_reload_changes_topics_and_output_and_removes_a_source(tmp_path: Path) -
         write_yaml(producer.config, pcfg)
         producer.signal(signal.SIGHUP)
         wait_until(lambda: producer.output().count("reloaded") == 1, 15)
-        append_lines(app, a[2000:])
+        gaps = collector.status()["counters"]["gaps_found"]
         append_lines(site, w[2000:])
+        append_lines(app, a[2000:])
+        # The producer sees the removed source's lines before the app's, which
+        # follow on the same socket: a stray block would be in before them.
         wait_until(lambda: holds(new_app, a[1000:]), 15)
-        time.sleep(1.0)  # heartbeats and any stray block from the removed source
+        # Nor does a heartbeat announce the removed stream's new end (which would
+        # open a gap and bring its lines by replay).
+        heartbeats = collector.status()["counters"]["heartbeats_in"]
+        wait_until(lambda: collector.status()["counters"]["heartbeats_in"] >= heartbeats + 2, 15)
+        assert collector.status()["counters"]["gaps_found"] == gaps
         assert holds(old_app, a[:1000])
         assert holds(new_app, a[1000:])
         assert holds(new_web, w[:2000])
