@@ -571,7 +571,10 @@ def run_to_exit(daemon: Daemon, timeout_s: float = 30.0) -> str:
     lines = [
         line
         for line in daemon.output().splitlines()
-        if line and not line.startswith(("---", "Warn: Interface"))
+        if line
+        and not line.startswith(("---", "Warn: Interface"))
+        # A first start says it starts as a new instance (a warning, not the refusal).
+        and "no offset store and no stream journal" not in line
     ]
     assert len(lines) == 1, lines
     return lines[0]
