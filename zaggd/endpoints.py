@@ -89,10 +89,7 @@ def attach(
             check_raw_pgm(endpoint)
     bound = []
     for endpoint in bind:
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            raise ZaggdError(f"cannot bind {endpoint}: {_why(endpoint, exc)}") from None
+        _bind_when_free(sock, endpoint)
         bound.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
     for index, endpoint in enumerate(connect):
         if before_connect is not None:
@@ -102,6 +99,23 @@ def attach(
         except zmq.ZMQError as exc:
             raise ZaggdError(f"cannot connect to {endpoint}: {_why(endpoint, exc)}") from None
     return bound
+
+
+# libzmq closes a closed socket's listener on its I/O thread, a moment later: a
+# reload that binds the same port again waits that moment out.
+BIND_IN_USE_WAIT_S = 2.0
+
+
+def _bind_when_free(sock: zmq.Socket, endpoint: str) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + BIND_IN_USE_WAIT_S
+    while True:
+        try:
+            sock.bind(endpoint)
+            return
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise ZaggdError(f"cannot bind {endpoint}: {_why(endpoint, exc)}") from None
+            time.sleep(0.02)
 
 
 MIN_SEND_PAUSE_S = 0.0002
