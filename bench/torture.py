@@ -202,6 +202,7 @@ class SourceWriter:
         self.lines = 0
         self.bytes = 0
         self.cuts: list[int] = []  # first line of each new copy of the file (logrotate)
+        self.cut_while: list[int | None] = []  # per cut: the producer's outage then, if any
         self.lock = threading.Lock()
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.jobs: queue.Queue[Action | None] = queue.Queue()
@@ -251,11 +252,24 @@ class SourceWriter:
             raise self.error
         return True
 
-    def reopen(self) -> None:
+    def reopen(self, outage: int | None) -> None:
         with self.lock:
             os.close(self.fd)
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self.cuts.append(self.lines)
+            self.cut(outage)
+
+    def cut(self, outage: int | None) -> None:
+        """A new copy starts here; `outage` numbers the producer's outage, if it is down."""
+        self.cuts.append(self.lines)
+        self.cut_while.append(outage)
+
+    def unordered(self) -> set[int]:
+        """Copies begun and cut in one producer outage (copy k runs from cut k-1 to cut k)."""
+        return {
+            k
+            for k in range(1, len(self.cuts))
+            if self.cut_while[k] is not None and self.cut_while[k - 1] == self.cut_while[k]
+        }
 
     @contextlib.contextmanager
     def held(self) -> Any:
@@ -442,11 +456,18 @@ _LINE = re.compile(rb"^(\S+) (\d{8}) \.*\n$")
 
 
 def judge(
-    root: Path, written: dict[str, int], copies: dict[str, list[int]] | None = None
+    root: Path,
+    written: dict[str, int],
+    copies: dict[str, list[int]] | None = None,
+    unordered: dict[str, set[int]] | None = None,
 ) -> Judgement:
     """Every written line (tag -> count) exactly once, in order, in one output file.
-    `copies`: per tag, where logrotate cut the file (for the failure classes)."""
+    `copies`: per tag, where logrotate cut the file (for the failure classes).
+    `unordered`: per tag, the copies made and rotated away entirely while the
+    producer was stopped: the README promises their lines no order against the
+    other copies' (only within themselves)."""
     j = Judgement(copies=copies or {})
+    loose = unordered or {}
     seen: dict[str, list[int]] = {tag: [] for tag in written}
     pieces_of: dict[str, list[str]] = {tag: [] for tag in written}  # parallel to seen
     where: dict[str, set[str]] = {tag: set() for tag in written}
@@ -480,7 +501,12 @@ def judge(
             if s not in met:
                 met.add(s)
                 first.append(s)
-        j.out_of_order += [(tag, b, a) for a, b in itertools.pairwise(first) if b < a]
+        free = loose.get(tag, set())
+        ordered = [q for q in first if j.copy_of(tag, q) not in free]
+        j.out_of_order += [(tag, b, a) for a, b in itertools.pairwise(ordered) if b < a]
+        for copy in sorted(free):
+            own = [q for q in first if j.copy_of(tag, q) == copy]
+            j.out_of_order += [(tag, b, a) for a, b in itertools.pairwise(own) if b < a]
         if len(where[tag]) > 1:
             j.misplaced.append(f"{tag} in {sorted(where[tag])}")
     return j
@@ -564,12 +590,17 @@ class World:
             for _, file in FILES
         ]
         self.rotations = 0
+        self.producer_outage: int | None = None  # numbers the producer's outages
+        self.outages = 0
 
     def written(self) -> dict[str, int]:
         return {w.tag: w.lines for w in self.writers}
 
     def copies(self) -> dict[str, list[int]]:
         return {w.tag: list(w.cuts) for w in self.writers}
+
+    def unordered(self) -> dict[str, set[int]]:
+        return {w.tag: w.unordered() for w in self.writers}
 
     def bytes_written(self) -> int:
         return sum(w.bytes for w in self.writers)
@@ -620,12 +651,12 @@ class World:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
             if mode == "copytruncate":
                 for w in writers:
-                    w.cuts.append(w.lines)
+                    w.cut(self.producer_outage)
         if r.returncode != 0 or r.stderr.strip():
             raise HarnessError(f"logrotate failed ({r.returncode}): {r.stderr.strip()[:300]}")
         if mode != "copytruncate":
             for w in writers:  # the program's postrotate reopen
-                w.reopen()
+                w.reopen(self.producer_outage)
 
     def cleanup(self) -> None:
         for d in (self.producer, self.collector):
@@ -753,12 +784,16 @@ def do(world: World, action: Action, rng: random.Random, result: Result) -> None
             "kill_both": [world.producer, world.collector],
         }[kind]
         sig = signal.SIGTERM if kind.startswith("term") else signal.SIGKILL
+        if world.producer in victims:
+            world.outages += 1
+            world.producer_outage = world.outages
         for daemon in victims:
             stop(daemon, sig)
         world.write_while_down(rng, action)
         time.sleep(action.delay_s)
         for daemon in reversed(victims):
             start(daemon)
+        world.producer_outage = None
 
 
 def kill_after_cut(world: World, action: Action, rng: random.Random) -> None:
@@ -798,10 +833,10 @@ def finish(world: World, result: Result) -> None:
         )
     result.details.append(f"collector counters: {compact(world.counters(world.collector))}")
     result.details.append(f"producer counters: {compact(world.counters(world.producer))}")
-    running = judge(world.out, world.written(), world.copies())
+    running = judge(world.out, world.written(), world.copies(), world.unordered())
     stop(world.producer, signal.SIGTERM)
     stop(world.collector, signal.SIGTERM)
-    final = judge(world.out, world.written(), world.copies())
+    final = judge(world.out, world.written(), world.copies(), world.unordered())
     result.judgement = final
     for cls in final.classes():
         if cls not in result.classes:
@@ -816,7 +851,7 @@ def finish(world: World, result: Result) -> None:
 
 def finish_after_failure(world: World, result: Result) -> None:
     """After a daemon failed: still compare what is there, for the report."""
-    j = judge(world.out, world.written(), world.copies())
+    j = judge(world.out, world.written(), world.copies(), world.unordered())
     result.judgement = j
     result.details.append("output when it failed: " + j.summary())
 
